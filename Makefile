@@ -1,0 +1,31 @@
+# `make test` and `make run` set everything up on a fresh machine, then do their job.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+STAMP := $(VENV)/.installed
+OUT := out
+
+.PHONY: run test bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	# torch first, pinned: this machine's CPU wheel; an unpinned torch would pull a multi-GB CUDA build
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[test]'
+	# reference implementation for the conformance tests; --no-deps because it pins an older torch
+	$(PIP) --no-deps moshi==0.2.13
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+run: $(STAMP)
+	$(VENV)/bin/tutti codec roundtrip assets/sample.wav $(OUT)/sample-roundtrip.wav
+	@echo "Listen to $(OUT)/sample-roundtrip.wav (input: assets/sample.wav)."
+
+bench: $(STAMP)
+	$(PY) bench/codec.py
+
+clean:
+	rm -rf $(VENV) $(OUT)

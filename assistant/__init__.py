@@ -1,0 +1,1 @@
+"""Tutti's runtime: model, engine, sessions, transports and the `tutti` CLI."""

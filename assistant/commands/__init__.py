@@ -1,0 +1,1 @@
+"""One module per `tutti` command group; each exposes `register(subparsers)`."""

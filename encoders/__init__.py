@@ -1,0 +1,1 @@
+"""Vision encoders (change-only sparse SigLIP encoding; see issue 4)."""
