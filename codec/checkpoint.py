@@ -104,19 +104,21 @@ def save_codec(model: MimiCodec, path: str | Path) -> None:
     save_file(tensors, str(path), metadata={"format": CODEC_FORMAT, "config": model.cfg.to_json()})
 
 
-def load_codec(path: str | Path, config: CodecConfig | None = None, device: str | torch.device = "cpu") -> MimiCodec:
-    """Load our format (config from the file) or the public Mimi layout (config given, default `mimi`)."""
+def load_codec(path: str | Path, config: CodecConfig | None = None, num_codebooks: int | None = None,
+               device: str | torch.device = "cpu") -> MimiCodec:
+    """Load our format (its config is in the file) or the public Mimi layout (architecture from
+    `config`, default the `mimi` preset). `num_codebooks` overrides how many codebooks encode() uses."""
     tensors, metadata = read_safetensors(path)
     if metadata.get("format") == CODEC_FORMAT:
         try:
             cfg = CodecConfig.from_dict(json.loads(metadata["config"]))
         except (KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{path}: unreadable codec config in the file's metadata: {e}") from None
-        if config is not None:
-            cfg = cfg.with_(num_codebooks=config.num_codebooks)
     else:
         cfg = config or preset("mimi")
         tensors = rename_keys(tensors, MIMI_KEYS)
+    if num_codebooks is not None:
+        cfg = cfg.with_(num_codebooks=num_codebooks)
     model = MimiCodec(cfg)
     load_into(model, tensors, str(path))
     return model.to(device).eval()

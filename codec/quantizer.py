@@ -27,21 +27,32 @@ class EuclideanCodebook(nn.Module):
         self.register_buffer("embedding_sum", torch.zeros(size, dim))
         self.register_buffer("cluster_usage", torch.ones(size))
         self.register_buffer("initialized", torch.zeros(1))
-        self._cache: tuple[tuple[int, ...], torch.Tensor] | None = None
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _entries(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Entries and half their squared norms, cached until the buffers change."""
+        if self._cache is None or torch.is_grad_enabled():
+            emb = self.embedding_sum / self.cluster_usage.clamp(min=self.epsilon)[:, None]
+            self._cache = (emb, 0.5 * (emb * emb).sum(-1))
+        return self._cache
+
+    # Every way the buffers change drops the cache: loading, moving, and the EMA update.
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._cache = None
+
+    def _apply(self, *args, **kwargs):
+        self._cache = None
+        return super()._apply(*args, **kwargs)
 
     @property
     def embedding(self) -> torch.Tensor:
-        # Recomputed only when the buffers change (training, loading): their version counters tell.
-        key = (self.embedding_sum._version, self.cluster_usage._version,
-               self.embedding_sum.data_ptr(), self.cluster_usage.data_ptr())
-        if self._cache is None or self._cache[0] != key or torch.is_grad_enabled():
-            emb = self.embedding_sum / self.cluster_usage.clamp(min=self.epsilon)[:, None]
-            self._cache = (key, emb)
-        return self._cache[1]
+        return self._entries()[0]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Nearest entry for each row of x [N, D]."""
-        return torch.cdist(x[None], self.embedding[None], p=2)[0].argmin(dim=-1)
+        """Nearest entry for each row of x [N, D]: argmin of |e|^2/2 - x.e (|x|^2 is the same for all e)."""
+        emb, half_norm = self._entries()
+        return torch.addmm(half_norm, x, emb.t(), alpha=-1).argmin(dim=-1)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return F.embedding(codes, self.embedding)
@@ -49,6 +60,7 @@ class EuclideanCodebook(nn.Module):
     @torch.no_grad()
     def update(self, x: torch.Tensor, codes: torch.Tensor) -> float:
         """One EMA step on a batch of latents x [N, D] and their codes; returns the restarted fraction."""
+        self._cache = None
         if not self.initialized.item():
             self.embedding_sum.copy_(_sample(x, self.size))
             self.cluster_usage.fill_(1.0)

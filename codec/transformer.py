@@ -2,12 +2,14 @@
 
 Attention state is a ring of the last `context` keys/values per row with the
 row's own position counter, so a stream runs for hours in constant memory. A
-step attends to [ring ∪ new keys] under the causal + context mask; the offline
-pass is one step from an empty ring, so both paths are the same code.
+step attends to the ring and to its own new keys under the causal + context
+mask (scores are joined, never the keys, so the ring is read once and not
+copied); the offline pass is one step from an empty ring: one code path.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -17,13 +19,17 @@ from .config import CodecConfig
 from .state import State
 
 
-def rope(x: torch.Tensor, positions: torch.Tensor, max_period: float) -> torch.Tensor:
-    """Rotate interleaved pairs (x[2i], x[2i+1]) of x [B, H, T, D] by positions [B, T]."""
-    d = x.shape[-1]
-    freqs = torch.exp(torch.arange(d // 2, device=x.device, dtype=torch.float32) * (-2 * math.log(max_period) / d))
+def rope_angles(positions: torch.Tensor, dim: int, max_period: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin [B, 1, T, dim/2] for interleaved-pair RoPE at integer positions [B, T]."""
+    freqs = torch.exp(torch.arange(dim // 2, device=positions.device, dtype=torch.float32)
+                      * (-2 * math.log(max_period) / dim))
     angles = positions.float()[:, None, :, None] * freqs
-    cos, sin = torch.cos(angles), torch.sin(angles)
-    pairs = x.float().unflatten(-1, (d // 2, 2))
+    return torch.cos(angles), torch.sin(angles)
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the pairs (x[2i], x[2i+1]) of x [B, H, T, D]."""
+    pairs = x.float().unflatten(-1, (-1, 2))
     re, im = pairs[..., 0], pairs[..., 1]
     return torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1).flatten(-2).to(x.dtype)
 
@@ -36,10 +42,37 @@ def ring_positions(end: torch.Tensor, capacity: int) -> torch.Tensor:
     return torch.where(pos >= 0, pos, torch.full_like(pos, -1))
 
 
+@dataclass
+class StepContext:
+    """What every layer of one step shares: positions, rotations and the additive masks."""
+    positions: torch.Tensor  # [B, T]
+    cos: torch.Tensor
+    sin: torch.Tensor
+    ring_bias: torch.Tensor  # [B, 1, T, capacity]
+    new_bias: torch.Tensor  # [1, 1, T, T]
+
+    @classmethod
+    def build(cls, end: torch.Tensor, steps: int, context: int, head_dim: int, max_period: float,
+              dtype: torch.dtype) -> StepContext:
+        pos_q = end[:, None] + torch.arange(steps, device=end.device)
+        pos_ring = ring_positions(end, context)
+        delta = pos_q[:, :, None] - pos_ring[:, None, :]
+        allowed = (pos_ring[:, None, :] >= 0) & (delta < context)  # ring slots are all in the past
+        ar = torch.arange(steps, device=end.device)
+        d_new = ar[:, None] - ar[None, :]
+        allowed_new = (d_new >= 0) & (d_new < context)
+        cos, sin = rope_angles(pos_q, head_dim, max_period)
+        return cls(pos_q, cos, sin, _bias(allowed, dtype)[:, None], _bias(allowed_new, dtype)[None, None])
+
+
+def _bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
+
+
 class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int, context: int, max_period: float) -> None:
+    def __init__(self, dim: int, heads: int, context: int) -> None:
         super().__init__()
-        self.heads, self.context, self.max_period = heads, context, max_period
+        self.heads, self.context = heads, context
         self.in_proj = nn.Linear(dim, 3 * dim, bias=False)
         self.out_proj = nn.Linear(dim, dim, bias=False)
 
@@ -47,25 +80,27 @@ class Attention(nn.Module):
         shape = (batch, self.heads, self.context, self.in_proj.in_features // self.heads)
         return {"k": torch.zeros(shape, device=device, dtype=dtype), "v": torch.zeros(shape, device=device, dtype=dtype)}
 
-    def forward(self, x: torch.Tensor, state: State, end: torch.Tensor) -> torch.Tensor:
-        B, T, _ = x.shape
+    def forward(self, x: torch.Tensor, state: State, ctx: StepContext) -> torch.Tensor:
         q, k, v = self.in_proj(x).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
-        pos_q = end[:, None] + torch.arange(T, device=x.device)
-        q, k = rope(q, pos_q, self.max_period), rope(k, pos_q, self.max_period)
-        pos_k = torch.cat([ring_positions(end, self.context), pos_q], dim=1)
-        delta = pos_q[:, :, None] - pos_k[:, None, :]
-        mask = (pos_k[:, None, :] >= 0) & (delta >= 0) & (delta < self.context)
-        keys = torch.cat([state["k"], k], dim=2)
-        values = torch.cat([state["v"], v], dim=2)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask[:, None])
-        self._write(state, k, v, pos_q)
+        q, k = rope(q, ctx.cos, ctx.sin), rope(k, ctx.cos, ctx.sin)
+        scale = q.shape[-1] ** -0.5
+        scores = torch.cat([torch.matmul(q, state["k"].transpose(-1, -2)) * scale + ctx.ring_bias,
+                            torch.matmul(q, k.transpose(-1, -2)) * scale + ctx.new_bias], dim=-1)
+        weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+        ring_w, new_w = weights.split([self.context, k.shape[2]], dim=-1)
+        out = torch.matmul(ring_w, state["v"]) + torch.matmul(new_w, v)
+        self._write(state, k, v, ctx.positions)
         return self.out_proj(out.transpose(1, 2).flatten(2))
 
     def _write(self, state: State, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> None:
         n = min(k.shape[2], self.context)
         slots = torch.remainder(pos[:, -n:], self.context)[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
-        state["k"] = state["k"].scatter(2, slots, k[:, :, -n:])
-        state["v"] = state["v"].scatter(2, slots, v[:, :, -n:])
+        if torch.is_grad_enabled():  # training: the old ring is still needed by autograd
+            state["k"] = state["k"].scatter(2, slots, k[:, :, -n:])
+            state["v"] = state["v"].scatter(2, slots, v[:, :, -n:])
+        else:
+            state["k"].scatter_(2, slots, k[:, :, -n:])
+            state["v"].scatter_(2, slots, v[:, :, -n:])
 
 
 class LayerScale(nn.Module):
@@ -82,15 +117,15 @@ class TransformerLayer(nn.Module):
         super().__init__()
         d = cfg.dimension
         self.norm1 = nn.LayerNorm(d, eps=1e-5)
-        self.attn = Attention(d, cfg.transformer_heads, cfg.transformer_context, cfg.rope_max_period)
+        self.attn = Attention(d, cfg.transformer_heads, cfg.transformer_context)
         self.scale1 = LayerScale(d, cfg.layer_scale)
         self.norm2 = nn.LayerNorm(d, eps=1e-5)
         self.linear1 = nn.Linear(d, cfg.transformer_ffn, bias=False)
         self.linear2 = nn.Linear(cfg.transformer_ffn, d, bias=False)
         self.scale2 = LayerScale(d, cfg.layer_scale)
 
-    def forward(self, x: torch.Tensor, state: State, end: torch.Tensor) -> torch.Tensor:
-        x = x + self.scale1(self.attn(self.norm1(x), state, end))
+    def forward(self, x: torch.Tensor, state: State, ctx: StepContext) -> torch.Tensor:
+        x = x + self.scale1(self.attn(self.norm1(x), state, ctx))
         return x + self.scale2(self.linear2(F.gelu(self.linear1(self.norm2(x)))))
 
 
@@ -99,6 +134,7 @@ class CodecTransformer(nn.Module):
 
     def __init__(self, cfg: CodecConfig) -> None:
         super().__init__()
+        self.cfg = cfg
         self.layers = nn.ModuleList(TransformerLayer(cfg) for _ in range(cfg.transformer_layers))
 
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> State:
@@ -109,9 +145,11 @@ class CodecTransformer(nn.Module):
     def forward(self, x: torch.Tensor, state: State | None = None) -> torch.Tensor:
         if state is None:
             state = self.init_state(x.shape[0], x.device, x.dtype)
-        end = state["end"]
+        cfg = self.cfg
         h = x.transpose(1, 2)
+        ctx = StepContext.build(state["end"], h.shape[1], cfg.transformer_context,
+                                cfg.dimension // cfg.transformer_heads, cfg.rope_max_period, h.dtype)
         for i, layer in enumerate(self.layers):
-            h = layer(h, state[str(i)], end)
-        state["end"] = end + h.shape[1]
+            h = layer(h, state[str(i)], ctx)
+        state["end"] = state["end"] + h.shape[1]
         return h.transpose(1, 2)

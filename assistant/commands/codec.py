@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from codec import PRESETS, CheckpointError, CodecConfig, CodecInputError, MimiCodec, load_codec, preset
+from codec import PRESETS, CheckpointError, CodecInputError, MimiCodec, load_codec, preset
 from codec.audio import load_audio, save_audio
 from codec.checkpoint import read_safetensors
 
@@ -27,20 +27,23 @@ def add_codec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path,
                         help="codec weights: Tutti's format, or a public Mimi file (with --preset mimi)")
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
-                        help="architecture for a public-layout checkpoint or for random weights (default: tiny)")
+                        help="architecture of a public-layout checkpoint, or of random weights when no checkpoint "
+                             "is given (default: tiny); Tutti's own files carry their architecture")
     parser.add_argument("--codebooks", type=int, help="number of codebooks to encode with (default: the model's)")
     parser.add_argument("--seed", type=int, default=0, help="seed for random weights when no checkpoint is given")
 
 
 def open_codec(args: argparse.Namespace) -> MimiCodec:
-    cfg: CodecConfig = preset(args.preset)
-    if args.codebooks is not None:
-        try:
+    try:
+        if args.checkpoint is not None:
+            return load_codec(args.checkpoint, config=preset(args.preset), num_codebooks=args.codebooks)
+        cfg = preset(args.preset)
+        if args.codebooks is not None:
             cfg = cfg.with_(num_codebooks=args.codebooks)
-        except ValueError as e:
-            raise CodecInputError(f"--codebooks {args.codebooks}: {e}") from None
-    if args.checkpoint is not None:
-        return load_codec(args.checkpoint, config=cfg)
+    except CheckpointError:
+        raise
+    except ValueError as e:  # a config the options asked for cannot exist
+        raise CodecInputError(str(e)) from None
     log.warning("no codec checkpoint given and no trained codec is bundled yet: using RANDOM weights "
                 "(preset %s, seed %d); the output exercises the pipeline but will not sound like the input",
                 args.preset, args.seed)
@@ -101,8 +104,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
     if meta.get("format") != CODES_FORMAT or "codes" not in tensors:
         raise CodecInputError(f"{args.input} is not a codes file written by `tutti codec encode`")
     model = open_codec(args)
-    made_by = CodecConfig.from_dict(json.loads(meta["codec"]))
-    if made_by.with_(num_codebooks=model.cfg.num_codebooks) != model.cfg:
+    made_by = json.loads(meta["codec"])
+    ours = json.loads(model.cfg.to_json())
+    if {k: v for k, v in made_by.items() if k != "num_codebooks"} != {k: v for k, v in ours.items() if k != "num_codebooks"}:
         raise CodecInputError(f"{args.input} was made by a different codec architecture; "
                               "decode it with the --checkpoint/--preset that encoded it")
     with torch.inference_mode():

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from codec import MimiCodec, preset
+
+
+def randomize_codebooks(model: MimiCodec, seed: int = 0) -> MimiCodec:
+    """Spread the codebooks like the latents they quantize, so that codes vary on random weights."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        wav = torch.randn(1, 1, model.frame_size * 4, generator=gen) * 0.1
+        latent = model.downsample(model.encoder_transformer(model.encoder(wav)))
+        for half in (model.quantizer.first, model.quantizer.rest):
+            scale = half.input_proj(latent).std()
+            for book in half.codebooks:
+                book.embedding_sum.copy_(torch.randn(book.embedding_sum.shape, generator=gen) * scale)
+                book.cluster_usage.fill_(1.0)
+    return model
+
+
+@pytest.fixture
+def codec_model() -> MimiCodec:
+    torch.manual_seed(0)
+    return randomize_codebooks(MimiCodec(preset("test")).eval())
