@@ -70,6 +70,7 @@ class ConditionalGate(nn.Module):
         super().__init__()
         self.linear_in = nn.Linear(dim, hidden, bias=False)
         self.linear_out = nn.Linear(hidden, dim, bias=False)
+        nn.init.zeros_(self.linear_out.weight)  # a new adapter changes nothing much until trained
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.linear_out(F.silu(self.linear_in(x))) - 4.0)
@@ -240,22 +241,24 @@ class StreamingLM(nn.Module):
         return torch.where(offset[:, None] <= self.delays, initial, current)
 
     def temporal(self, inputs: torch.Tensor, state: State) -> torch.Tensor:
-        """Input tokens [B, 1 + n_q] -> normalised transformer output [B, 1, dim]."""
+        """Input tokens [B, 1 + n_q, T] -> normalised transformer output [B, T, dim].
+
+        T = 1 when streaming; a longer T from a fresh state is the offline (teacher-forced) pass."""
         x = None
         for k, table in enumerate(self.emb):
-            e = embed(table, inputs[:, k + 1, None])
+            e = embed(table, inputs[:, k + 1])
             x = e if x is None else x + e
-        x = x + embed(self.text_emb, inputs[:, :1])
-        layers = state["transformer"]
-        cfg = self.cfg
-        ctx = StepContext.build(layers["end"], 1, cfg.context, cfg.dim // cfg.num_heads, cfg.rope_max_period, x.dtype)
+        x = x + embed(self.text_emb, inputs[:, 0])
+        layers, cfg = state["transformer"], self.cfg
+        ctx = StepContext.build(layers["end"], x.shape[1], cfg.context, cfg.dim // cfg.num_heads,
+                                cfg.rope_max_period, x.dtype)
         vision = None
         if self.vision is not None and bool(state["vision"]["on"].any()):
             vis = state["vision"]
             vision = VisionStep(self.vision, vis["k"], vis["v"], vis["on"])
         for i, layer in enumerate(self.transformer):
             x = layer(x, layers[str(i)], ctx, vision)
-        layers["end"] = layers["end"] + 1
+        layers["end"] = layers["end"] + x.shape[1]
         return self.out_norm(x)
 
     def depth_logits(self, out: torch.Tensor, stream: int, token: torch.Tensor, kv: list[State]) -> torch.Tensor:
@@ -277,7 +280,7 @@ class StreamingLM(nn.Module):
         cfg = self.cfg
         user = self._check_user(user_codes, state)
         offset = state["offset"]
-        out = self.temporal(self._inputs(user, state), state)
+        out = self.temporal(self._inputs(user, state)[..., None], state)
         text_logits = self.text_linear(out)[:, 0]
         draws = offset * (cfg.dep_q + 1)  # per-row counters: one per sampled token
         seeds = None if greedy else state["seed"]

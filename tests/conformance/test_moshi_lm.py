@@ -37,7 +37,7 @@ def test_teacher_forced_logits_match_over_many_steps(pair):
             audio = torch.randint(0, CFG.card + 1, (B, CFG.n_q), generator=gen)
             inputs = torch.cat([text, audio], dim=1)
             ref_out, ref_text = ref.forward_text(inputs[:, :, None])
-            out = ours.temporal(inputs, state)
+            out = ours.temporal(inputs[:, :, None], state)
             assert close(ours.text_linear(out)[:, 0], ref_text[:, 0, 0]), f"text logits differ at step {t}"
             forced = torch.randint(0, CFG.card, (B, CFG.dep_q), generator=gen)
             kv = [{} for _ in ours.depformer]

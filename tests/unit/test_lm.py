@@ -1,0 +1,209 @@
+"""The streaming LM: batching, the ring cache, vision cross-attention, int8, bad input, checkpoints."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from assistant.model.checkpoint import load_lm, save_lm
+from assistant.model.config import lm_preset
+from assistant.model.layers import Int8Linear
+from assistant.model.lm import ModelInputError, StreamingLM
+from codec import CheckpointError, cat_rows, select_rows
+from codec.state import leaves
+
+CFG = lm_preset("test")
+
+
+@pytest.fixture
+def model() -> StreamingLM:
+    torch.manual_seed(0)
+    m = StreamingLM(CFG).eval()
+    with torch.no_grad():  # open the vision gates so that vision visibly matters
+        for layer in m.transformer:
+            layer.gate.linear_out.weight.normal_(0, 1.0)
+    return m
+
+
+def user_codes(steps: int, batch: int, seed: int) -> torch.Tensor:
+    return torch.randint(0, CFG.card, (steps, batch, CFG.n_user), generator=torch.Generator().manual_seed(seed))
+
+
+def fresh(model: StreamingLM, seed: int) -> dict:
+    state = model.init_state(1)
+    state["seed"][0] = seed
+    return state
+
+
+def test_a_row_is_the_same_alone_or_in_a_changing_batch(model):
+    steps = 14
+    a_in, b_in, c_in = user_codes(steps, 1, 1), user_codes(steps, 1, 2), user_codes(steps, 1, 3)
+    state = fresh(model, 7)
+    alone = [model.step(a_in[t], state) for t in range(steps)]
+
+    state = fresh(model, 7)
+    together = []
+    for t in range(steps):
+        if t == 3:  # b joins
+            state = cat_rows([state, fresh(model, 8)])
+        if t == 5:  # c joins
+            state = cat_rows([state, fresh(model, 9)])
+        if t == 9:  # b leaves
+            state = select_rows(state, [0, 2])
+        rows = [a_in[t]] + ([b_in[t]] if 3 <= t < 9 else []) + ([c_in[t]] if t >= 5 else [])
+        together.append(model.step(torch.cat(rows), state))
+    for t, (x, y) in enumerate(zip(alone, together)):
+        assert torch.equal(x.text, y.text[:1]) and torch.equal(x.audio, y.audio[:1]), f"step {t}"
+        assert torch.allclose(x.text_logits, y.text_logits[:1], atol=1e-5)
+    assert len({int(o.text[0]) for o in alone}) > 1, "sampling looks degenerate"
+
+
+def test_reset_row_restarts_only_that_session(model):
+    state = model.init_state(2)
+    state["seed"][:] = torch.tensor([4, 5])
+    codes = user_codes(6, 2, 4)
+    for t in range(3):
+        model.step(codes[t], state)
+    from codec import reset_rows
+
+    reset_rows(state, torch.tensor([False, True]))
+    state["seed"][1] = 5
+    again = fresh(model, 5)
+    for t in range(3, 6):
+        out = model.step(codes[t], state)
+        assert torch.equal(out.audio[1:], model.step(codes[t][1:], again).audio)
+
+
+def test_ring_cache_runs_past_context_with_flat_memory_and_equals_a_windowed_pass(model):
+    torch.manual_seed(0)
+    steps = 3 * CFG.context + 2
+    inputs = torch.randint(0, CFG.card, (2, CFG.n_q + 1, steps))
+    inputs[:, 0] = inputs[:, 0] % CFG.text_card
+    state = model.init_state(2)
+    sizes, outs = set(), []
+    with torch.no_grad():
+        for t in range(steps):
+            outs.append(model.temporal(inputs[:, :, t:t + 1], state))
+            sizes.add(sum(x.numel() for x in leaves(state)))
+        offline = model.temporal(inputs, model.init_state(2))  # all steps at once, banded causal mask
+    assert len(sizes) == 1
+    assert torch.allclose(torch.cat(outs, dim=1), offline, atol=1e-5)
+
+
+def test_sparse_vision_update_equals_full_recompute(model):
+    torch.manual_seed(0)
+    first, second = torch.randn(CFG.vision_tokens, CFG.vision_dim), torch.randn(CFG.vision_tokens, CFG.vision_dim)
+    changed = torch.tensor([1, 4, 7])
+    moved = first.clone()
+    moved[changed] = second[changed]
+    sparse, full = model.init_state(1), model.init_state(1)
+    with torch.no_grad():
+        model.update_vision(sparse, 0, first)
+        model.update_vision(sparse, 0, moved, changed=changed)
+        model.update_vision(full, 0, moved)
+    assert torch.allclose(sparse["vision"]["k"], full["vision"]["k"], atol=1e-6)
+    assert torch.allclose(sparse["vision"]["v"], full["vision"]["v"], atol=1e-6)
+    codes = user_codes(4, 1, 0)
+    for t in range(4):
+        a, b = model.step(codes[t], sparse, greedy=True), model.step(codes[t], full, greedy=True)
+        assert torch.allclose(a.text_logits, b.text_logits, atol=1e-5)
+
+
+def test_vision_changes_the_output_and_only_for_its_row(model):
+    codes = user_codes(3, 2, 5)
+    seen, blind = model.init_state(2), model.init_state(2)
+    with torch.no_grad():
+        model.update_vision(seen, 0, torch.randn(CFG.vision_tokens, CFG.vision_dim))
+    for t in range(3):
+        a, b = model.step(codes[t], seen, greedy=True), model.step(codes[t], blind, greedy=True)
+        assert not torch.allclose(a.text_logits[0], b.text_logits[0])
+        assert torch.equal(a.text_logits[1], b.text_logits[1])
+
+
+def test_no_vision_equals_the_model_without_adapters_and_skips_the_path(model):
+    plain = StreamingLM(CFG.with_(vision_dim=0, vision_tokens=0)).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k in plain.state_dict()})
+    calls = []
+    original = model.vision.forward
+    model.vision.forward = lambda *a: calls.append(1) or original(*a)
+    codes = user_codes(5, 2, 6)
+    s1, s2 = model.init_state(2), plain.init_state(2)
+    for t in range(5):
+        assert torch.equal(model.step(codes[t], s1, greedy=True).text_logits,
+                           plain.step(codes[t], s2, greedy=True).text_logits)
+    assert calls == []
+
+
+def test_new_gates_start_nearly_closed():
+    torch.manual_seed(0)
+    m = StreamingLM(CFG)
+    g = m.transformer[0].gate(torch.randn(1, 1, CFG.dim))
+    assert torch.allclose(g, torch.full_like(g, torch.sigmoid(torch.tensor(-4.0)).item()))
+
+
+def test_int8_logits_stay_close(model, tmp_path):
+    path = tmp_path / "lm.safetensors"
+    save_lm(model, path)
+    q = load_lm(path, int8=True)
+    assert any(isinstance(m, Int8Linear) for m in q.modules())
+    codes = user_codes(6, 2, 7)
+    s1, s2 = model.init_state(2), q.init_state(2)
+    errors = []
+    for t in range(6):
+        a, b = model.step(codes[t], s1, greedy=True).text_logits, q.step(codes[t], s2, greedy=True).text_logits
+        errors.append(((a - b).norm() / a.norm()).item())
+    print(f"int8 relative error of text logits: max {max(errors):.4f}")
+    assert max(errors) < 0.05
+
+
+def test_own_format_round_trip(model, tmp_path):
+    path = tmp_path / "lm.safetensors"
+    save_lm(model, path)
+    loaded = load_lm(path)
+    assert loaded.cfg == CFG
+    codes = user_codes(3, 1, 8)
+    s1, s2 = model.init_state(1), loaded.init_state(1)
+    for t in range(3):
+        assert torch.equal(model.step(codes[t], s1, greedy=True).audio, loaded.step(codes[t], s2, greedy=True).audio)
+
+
+@pytest.mark.parametrize("codes, message", [
+    (torch.zeros(2, CFG.n_user + 1, dtype=torch.long), "shaped"),
+    (torch.zeros(3, CFG.n_user, dtype=torch.long), "shaped"),
+    (torch.full((2, CFG.n_user), CFG.card), "must lie in"),
+    (torch.full((2, CFG.n_user), -2), "must lie in"),
+    (torch.zeros(2, CFG.n_user), "integer"),
+])
+def test_bad_user_codes(model, codes, message):
+    with pytest.raises(ModelInputError, match=message):
+        model.step(codes, model.init_state(2))
+
+
+def test_bad_vision_input(model):
+    state = model.init_state(1)
+    with pytest.raises(ModelInputError, match="shaped"):
+        model.update_vision(state, 0, torch.zeros(CFG.vision_tokens + 1, CFG.vision_dim))
+    model.update_vision(state, 0, torch.zeros(CFG.vision_tokens, CFG.vision_dim))
+    with pytest.raises(ModelInputError, match="indices"):
+        model.update_vision(state, 0, torch.zeros(CFG.vision_tokens, CFG.vision_dim), changed=torch.tensor([99]))
+    plain = StreamingLM(CFG.with_(vision_dim=0, vision_tokens=0))
+    with pytest.raises(ModelInputError, match="no vision"):
+        plain.update_vision(plain.init_state(1), 0, torch.zeros(CFG.vision_tokens, CFG.vision_dim))
+
+
+def test_bad_checkpoints(model, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "public.safetensors"
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("vision")}
+    tensors.pop("linears.1.weight")
+    save_file(tensors, str(path))
+    with pytest.raises(CheckpointError, match=r"missing keys: linears\.1\.weight"):
+        load_lm(path, config=CFG.with_(vision_dim=0, vision_tokens=0))
+    tensors["linears.1.weight"] = torch.zeros(3, 3)
+    tensors["depformer.layers.0.self_attn.in_proj_weight"] = torch.zeros(7, CFG.depformer_dim)
+    save_file(tensors, str(path))
+    with pytest.raises(CheckpointError, match="does not split into 2 streams"):
+        load_lm(path, config=CFG.with_(vision_dim=0, vision_tokens=0))
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_lm(path)
