@@ -20,6 +20,7 @@ from codec.errors import CheckpointError
 from .config import LMConfig, lm_preset
 from .layers import quantize_int8_
 from .lm import StreamingLM
+from .moshivis import is_moshivis, moshivis_to_ours
 
 LM_FORMAT = "tutti-lm"
 
@@ -62,8 +63,9 @@ def save_lm(model: StreamingLM, path: str | Path) -> None:
 
 def load_lm(path: str | Path, config: LMConfig | None = None, adapters: str | Path | None = None,
             dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", int8: bool = False) -> StreamingLM:
-    """Our format (config in the file) or the public Moshi layout (architecture from `config`, default
-    `moshi-7b`); `adapters` adds a MoshiVis adapter file; `int8` quantizes the linear layers' weights."""
+    """Our format (config in the file), the public Moshi or MoshiVis layout (architecture from `config`,
+    default `moshi-7b` / `moshivis-7b`); `adapters` adds the MoshiVis adapters of another file to a Moshi
+    file; `int8` quantizes the linear layers' weights."""
     tensors, metadata = read_safetensors(path)
     if metadata.get("format") == LM_FORMAT:
         try:
@@ -71,11 +73,9 @@ def load_lm(path: str | Path, config: LMConfig | None = None, adapters: str | Pa
         except (KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{path}: unreadable LM config in the file's metadata: {e}") from None
     else:
-        cfg = config or lm_preset("moshi-7b")
-        tensors = moshi_to_ours(tensors, cfg)
+        cfg = config or lm_preset("moshivis-7b" if is_moshivis(tensors) else "moshi-7b")
+        tensors = moshivis_to_ours(tensors, cfg) if is_moshivis(tensors) else moshi_to_ours(tensors, cfg)
     if adapters is not None:
-        from .moshivis import moshivis_to_ours
-
         extra, _ = read_safetensors(adapters)
         tensors.update(moshivis_to_ours(extra, cfg))
     model = StreamingLM(cfg)
