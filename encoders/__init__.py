@@ -1,1 +1,9 @@
-"""Vision encoders (change-only sparse SigLIP encoding; see issue 4)."""
+"""Vision: a SigLIP-architecture ViT and the change-only sparse encoder that feeds the LM."""
+from __future__ import annotations
+
+from .frames import FrameError, to_pixels
+from .siglip import VISION_PRESETS, SiglipVision, VisionConfig, load_vision, save_vision, vision_preset
+from .sparse import FrameResult, SparseEncoder, SparseSettings
+
+__all__ = ["FrameError", "to_pixels", "VISION_PRESETS", "SiglipVision", "VisionConfig", "load_vision", "save_vision",
+           "vision_preset", "FrameResult", "SparseEncoder", "SparseSettings"]

@@ -1,0 +1,171 @@
+"""SigLIP-architecture vision transformer (patch tokens after the post-layernorm; no pooling head).
+
+Every layer can run on a subset of its tokens (`rows`) while attending to the
+keys/values of all of them, which is what the change-only encoder builds on; a
+dense encode is the same call with every row selected.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from codec.checkpoint import load_into, read_safetensors, rename_keys
+from codec.errors import CheckpointError
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    image_size: int = 448
+    patch_size: int = 14
+    hidden: int = 1152
+    mlp: int = 4304
+    layers: int = 27
+    heads: int = 16
+    eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ValueError("image_size must be a multiple of patch_size")
+        if self.hidden % self.heads:
+            raise ValueError("hidden must split into heads")
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def tokens(self) -> int:
+        return self.grid ** 2
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VisionConfig:
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown vision config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    def with_(self, **changes: Any) -> VisionConfig:
+        return replace(self, **changes)
+
+
+VISION_PRESETS: dict[str, VisionConfig] = {
+    "so400m-448": VisionConfig(),  # PaliGemma2 / MoshiVis vision tower: 1024 tokens
+    "tiny": VisionConfig(image_size=224, patch_size=14, hidden=192, mlp=768, layers=6, heads=3),  # 256 tokens
+    "test": VisionConfig(image_size=56, patch_size=7, hidden=32, mlp=64, layers=3, heads=4),  # 64 tokens
+}
+
+
+def vision_preset(name: str) -> VisionConfig:
+    try:
+        return VISION_PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown vision preset {name!r}; choose from {', '.join(VISION_PRESETS)}") from None
+
+
+class Layer(nn.Module):
+    def __init__(self, cfg: VisionConfig) -> None:
+        super().__init__()
+        d = cfg.hidden
+        self.heads = cfg.heads
+        self.layer_norm1 = nn.LayerNorm(d, eps=cfg.eps)
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d) for _ in range(4))
+        self.layer_norm2 = nn.LayerNorm(d, eps=cfg.eps)
+        self.fc1 = nn.Linear(d, cfg.mlp)
+        self.fc2 = nn.Linear(cfg.mlp, d)
+
+    def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        """x [B, n, D]: the selected rows' inputs; k, v [B, H, N, Dh] caches of all tokens, updated in place
+        at `rows` (None = all). Returns the selected rows' outputs."""
+        h = self.layer_norm1(x)
+        split = lambda t: t.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # noqa: E731
+        q = split(self.q_proj(h))
+        if rows is None:
+            k[:], v[:] = split(self.k_proj(h)), split(self.v_proj(h))
+        else:
+            k[:, :, rows], v[:, :, rows] = split(self.k_proj(h)), split(self.v_proj(h))
+        attn = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+        x = x + self.out_proj(attn)
+        return x + self.fc2(F.gelu(self.fc1(self.layer_norm2(x)), approximate="tanh"))
+
+
+class SiglipVision(nn.Module):
+    def __init__(self, cfg: VisionConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embedding = nn.Conv2d(3, cfg.hidden, cfg.patch_size, cfg.patch_size)
+        self.position_embedding = nn.Embedding(cfg.tokens, cfg.hidden)
+        self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.layers))
+        self.post_layernorm = nn.LayerNorm(cfg.hidden, eps=cfg.eps)
+
+    def patches(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels [B, 3, S, S] in [-1, 1] -> flattened patches [B, N, 3 * p * p] (the conv's layout)."""
+        p = self.cfg.patch_size
+        return F.unfold(pixels, p, stride=p).transpose(1, 2)
+
+    def embed(self, patches: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        w = self.patch_embedding.weight.flatten(1)
+        pos = self.position_embedding.weight if rows is None else self.position_embedding.weight[rows]
+        return patches @ w.t() + self.patch_embedding.bias + pos
+
+    def kv_cache(self, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        cfg, p = self.cfg, self.post_layernorm.weight
+        shape = (batch, cfg.heads, cfg.tokens, cfg.hidden // cfg.heads)
+        return [(torch.zeros(shape, dtype=p.dtype, device=p.device), torch.zeros(shape, dtype=p.dtype, device=p.device))
+                for _ in self.layers]
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Dense encode: pixels [B, 3, S, S] in [-1, 1] -> tokens [B, N, D]."""
+        x = self.embed(self.patches(pixels))
+        for layer, (k, v) in zip(self.layers, self.kv_cache(pixels.shape[0])):
+            x = layer(x, k, v, None)
+        return self.post_layernorm(x)
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+VISION_FORMAT = "tutti-vision"
+HF_KEYS: list[tuple[str, str]] = [
+    (r"^(vision_tower\.)?(vision_model\.)?embeddings\.patch_embedding\.", "patch_embedding."),
+    (r"^(vision_tower\.)?(vision_model\.)?embeddings\.position_embedding\.", "position_embedding."),
+    (r"^(vision_tower\.)?(vision_model\.)?encoder\.layers\.(\d+)\.self_attn\.", r"layers.\3."),
+    (r"^(vision_tower\.)?(vision_model\.)?encoder\.layers\.(\d+)\.mlp\.", r"layers.\3."),
+    (r"^(vision_tower\.)?(vision_model\.)?encoder\.layers\.(\d+)\.", r"layers.\3."),
+    (r"^(vision_tower\.)?(vision_model\.)?post_layernorm\.", "post_layernorm."),
+]
+
+
+def save_vision(model: SiglipVision, path: str | Path) -> None:
+    from safetensors.torch import save_file
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(path),
+              metadata={"format": VISION_FORMAT, "config": model.cfg.to_json()})
+
+
+def load_vision(path: str | Path, config: VisionConfig | None = None, device: str | torch.device = "cpu") -> SiglipVision:
+    """Our format (config in the file), or the Hugging Face SigLIP layout: bare names, `vision_model.`, or
+    PaliGemma's `vision_tower.vision_model.` (architecture from `config`, default so400m-448). The pooling head
+    (`head.*`) and anything outside the vision tower (e.g. PaliGemma's language model) are ignored."""
+    tensors, metadata = read_safetensors(path)
+    if metadata.get("format") == VISION_FORMAT:
+        try:
+            cfg = VisionConfig.from_dict(json.loads(metadata["config"]))
+        except (KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"{path}: unreadable vision config in the file's metadata: {e}") from None
+    else:
+        cfg = config or vision_preset("so400m-448")
+        tower = ("embeddings.", "encoder.", "post_layernorm.", "vision_model.embeddings.", "vision_model.encoder.",
+                 "vision_model.post_layernorm.", "vision_tower.vision_model.")
+        tower_keys = {k: v for k, v in tensors.items() if k.startswith(tower) and ".head." not in k}
+        tensors = rename_keys(tower_keys, HF_KEYS)
+    model = SiglipVision(cfg)
+    load_into(model, tensors, str(path))
+    return model.to(device).eval()
