@@ -68,16 +68,20 @@ def bench_cpu(batches: list[int], steps: int, threads: int) -> None:
               f"{'yes' if ours_ms < FRAME_MS else 'no':>10}", flush=True)
 
 
+def copy_bandwidth(dev: torch.device, size: int = 2**30) -> float:
+    """Bytes read + written per second by a device-to-device copy of `size` bytes."""
+    src = torch.empty(size, dtype=torch.uint8, device=dev)
+    dst = torch.empty_like(src)
+    copy_ms = time_steps(lambda: dst.copy_(src), 10, 2, torch.cuda.synchronize)
+    return 2 * size / (copy_ms / 1000)
+
+
 def bench_gpu(batches: list[int], steps: int) -> None:
     if not torch.cuda.is_available():
         print("GPU: no CUDA device here; 7B measurement skipped")
         return
     dev = torch.device("cuda")
-    big = torch.empty(2**30, dtype=torch.uint8, device=dev)
-    other = torch.empty_like(big)
-    copy_ms = time_steps(lambda: other.copy_(big), 10, 2, torch.cuda.synchronize)
-    bandwidth = 2 * big.numel() / (copy_ms / 1000)  # read + write bytes per second
-    del big, other
+    bandwidth = copy_bandwidth(dev)
     cfg = lm_preset("moshi-7b")
     torch.manual_seed(0)
     with torch.device(dev):

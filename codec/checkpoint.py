@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -21,6 +22,7 @@ from .errors import CheckpointError
 from .model import MimiCodec
 
 CODEC_FORMAT = "tutti-codec"
+C = TypeVar("C")
 
 # Public Mimi key -> our key. Applied in order; the first pattern that matches wins.
 MIMI_KEYS: list[tuple[str, str]] = [
@@ -98,6 +100,16 @@ def load_into(module: nn.Module, tensors: dict[str, torch.Tensor], source: str) 
     module.load_state_dict(tensors, strict=True)
 
 
+def own_config(metadata: dict[str, str], fmt: str, cls: type[C], path: str | Path) -> C | None:
+    """The config stored in one of our files (None when the file is not in format `fmt`)."""
+    if metadata.get("format") != fmt:
+        return None
+    try:
+        return cls.from_dict(json.loads(metadata["config"]))
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: unreadable {fmt} config in the file's metadata: {e}") from None
+
+
 def save_codec(model: MimiCodec, path: str | Path) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -109,12 +121,8 @@ def load_codec(path: str | Path, config: CodecConfig | None = None, num_codebook
     """Load our format (its config is in the file) or the public Mimi layout (architecture from
     `config`, default the `mimi` preset). `num_codebooks` overrides how many codebooks encode() uses."""
     tensors, metadata = read_safetensors(path)
-    if metadata.get("format") == CODEC_FORMAT:
-        try:
-            cfg = CodecConfig.from_dict(json.loads(metadata["config"]))
-        except (KeyError, ValueError, TypeError) as e:
-            raise CheckpointError(f"{path}: unreadable codec config in the file's metadata: {e}") from None
-    else:
+    cfg = own_config(metadata, CODEC_FORMAT, CodecConfig, path)
+    if cfg is None:
         cfg = config or preset("mimi")
         tensors = rename_keys(tensors, MIMI_KEYS)
     if num_codebooks is not None:

@@ -9,11 +9,28 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, Self
+
+
+class JsonConfig:
+    """JSON round trip and copies for the frozen config dataclasses (codec, LM, vision)."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})  # JSON lists -> tuples
+
+    def with_(self, **changes: Any) -> Self:
+        return replace(self, **changes)
 
 
 @dataclass(frozen=True)
-class CodecConfig:
+class CodecConfig(JsonConfig):
     sample_rate: int = 24_000
     frame_rate: float = 12.5
     channels: int = 1
@@ -74,23 +91,6 @@ class CodecConfig:
     def frame_size(self) -> int:
         """Samples per codec frame (1920 for Mimi: 80 ms at 24 kHz)."""
         return self.hop_length * self.resample_stride
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CodecConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown codec config keys: {', '.join(unknown)}")
-        data = dict(data)
-        if "ratios" in data:
-            data["ratios"] = tuple(data["ratios"])
-        return cls(**data)
-
-    def with_(self, **changes: Any) -> CodecConfig:
-        return replace(self, **changes)
 
 
 PRESETS: dict[str, CodecConfig] = {

@@ -6,21 +6,19 @@ dense encode is the same call with every row selected.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codec.checkpoint import load_into, read_safetensors, rename_keys
-from codec.errors import CheckpointError
+from codec.checkpoint import load_into, own_config, read_safetensors, rename_keys
+from codec.config import JsonConfig
 
 
 @dataclass(frozen=True)
-class VisionConfig:
+class VisionConfig(JsonConfig):
     image_size: int = 448
     patch_size: int = 14
     hidden: int = 1152
@@ -42,19 +40,6 @@ class VisionConfig:
     @property
     def tokens(self) -> int:
         return self.grid ** 2
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> VisionConfig:
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown vision config keys: {', '.join(unknown)}")
-        return cls(**data)
-
-    def with_(self, **changes: Any) -> VisionConfig:
-        return replace(self, **changes)
 
 
 VISION_PRESETS: dict[str, VisionConfig] = {
@@ -155,12 +140,8 @@ def load_vision(path: str | Path, config: VisionConfig | None = None, device: st
     PaliGemma's `vision_tower.vision_model.` (architecture from `config`, default so400m-448). The pooling head
     (`head.*`) and anything outside the vision tower (e.g. PaliGemma's language model) are ignored."""
     tensors, metadata = read_safetensors(path)
-    if metadata.get("format") == VISION_FORMAT:
-        try:
-            cfg = VisionConfig.from_dict(json.loads(metadata["config"]))
-        except (KeyError, ValueError, TypeError) as e:
-            raise CheckpointError(f"{path}: unreadable vision config in the file's metadata: {e}") from None
-    else:
+    cfg = own_config(metadata, VISION_FORMAT, VisionConfig, path)
+    if cfg is None:
         cfg = config or vision_preset("so400m-448")
         tower = ("embeddings.", "encoder.", "post_layernorm.", "vision_model.embeddings.", "vision_model.encoder.",
                  "vision_model.post_layernorm.", "vision_tower.vision_model.")

@@ -7,14 +7,13 @@ codec's loader.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from codec.checkpoint import load_into, read_safetensors, rename_keys
+from codec.checkpoint import load_into, own_config, read_safetensors, rename_keys
 from codec.errors import CheckpointError
 
 from .config import LMConfig, lm_preset
@@ -67,12 +66,8 @@ def load_lm(path: str | Path, config: LMConfig | None = None, adapters: str | Pa
     default `moshi-7b` / `moshivis-7b`); `adapters` adds the MoshiVis adapters of another file to a Moshi
     file; `int8` quantizes the linear layers' weights."""
     tensors, metadata = read_safetensors(path)
-    if metadata.get("format") == LM_FORMAT:
-        try:
-            cfg = LMConfig.from_dict(json.loads(metadata["config"]))
-        except (KeyError, ValueError, TypeError) as e:
-            raise CheckpointError(f"{path}: unreadable LM config in the file's metadata: {e}") from None
-    else:
+    cfg = own_config(metadata, LM_FORMAT, LMConfig, path)
+    if cfg is None:
         cfg = config or lm_preset("moshivis-7b" if is_moshivis(tensors) else "moshi-7b")
         tensors = moshivis_to_ours(tensors, cfg) if is_moshivis(tensors) else moshi_to_ours(tensors, cfg)
     if adapters is not None:

@@ -1,13 +1,13 @@
 """LM dimensions as a typed dataclass, with presets (the public 7B Moshi layout and small ones)."""
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from dataclasses import dataclass
+
+from codec.config import JsonConfig
 
 
 @dataclass(frozen=True)
-class LMConfig:
+class LMConfig(JsonConfig):
     # temporal transformer
     dim: int = 4096
     num_heads: int = 32
@@ -65,22 +65,6 @@ class LMConfig:
     @property
     def has_vision(self) -> bool:
         return self.vision_dim > 0
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LMConfig:
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown LM config keys: {', '.join(unknown)}")
-        data = dict(data)
-        if "delays" in data:
-            data["delays"] = tuple(data["delays"])
-        return cls(**data)
-
-    def with_(self, **changes: Any) -> LMConfig:
-        return replace(self, **changes)
 
 
 _TINY_DELAYS = (0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1)
