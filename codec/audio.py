@@ -50,6 +50,34 @@ def resample(wav: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
     return y.reshape(*shape[:-1], out_len)
 
 
+class StreamingResampler:
+    """`resample` for audio arriving in pieces: the output so far always equals the offline result's
+    prefix. It holds back (width + orig) input samples of look-ahead, a fraction of a millisecond."""
+
+    def __init__(self, orig_rate: int, new_rate: int) -> None:
+        if orig_rate <= 0 or new_rate <= 0:
+            raise CodecInputError(f"sample rates must be positive, got {orig_rate} -> {new_rate}")
+        g = math.gcd(orig_rate, new_rate)
+        self.orig, self.new = orig_rate // g, new_rate // g
+        self.identity = orig_rate == new_rate
+        self.kernel, self.width = _kernels(self.orig, self.new)
+        self.buffer = torch.zeros(self.width)  # the offline pass pads `width` zeros on the left
+
+    def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
+        """Mono float samples in -> the resampled samples that are now final."""
+        if self.identity:
+            return chunk
+        self.buffer = torch.cat([self.buffer, chunk.float()])
+        span = 2 * self.width + self.orig
+        frames = (self.buffer.shape[0] - span) // self.orig + 1 if self.buffer.shape[0] >= span else 0
+        if frames <= 0:
+            return torch.zeros(0)
+        used = self.buffer[: (frames - 1) * self.orig + span]
+        y = F.conv1d(used[None, None], self.kernel, stride=self.orig)  # [1, new, frames]
+        self.buffer = self.buffer[frames * self.orig:]
+        return y[0].t().reshape(-1)
+
+
 def load_audio(path: str | Path, sample_rate: int, channels: int = 1) -> torch.Tensor:
     """Read any WAV/FLAC/OGG that libsndfile reads as float [channels, samples] at sample_rate."""
     import soundfile as sf

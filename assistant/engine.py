@@ -1,0 +1,161 @@
+"""The engine: one clock per loaded model, ONE batched step for all live sessions per frame.
+
+A step gathers every session's next input frame (silence for a late one), then
+codec encode -> LM step -> codec decode on the whole batch, and hands each
+session its speech and caption. Per-session streaming state lives in rows of
+batched state tensors; sessions join and leave between steps without changing
+what the other rows compute. With no LM ("echo" mode) the user's own codes are
+decoded: a sound check of the whole media path.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+import numpy as np
+import torch
+
+from codec import MimiCodec, cat_rows, select_rows
+from encoders import FrameError, SiglipVision, SparseEncoder
+
+from .model.lm import StreamingLM
+from .model.tokenizer import TextTokenizer
+from .session import Session
+
+log = logging.getLogger("tutti.engine")
+
+
+class EngineError(ValueError):
+    """A model combination or request the engine cannot serve."""
+
+
+class Engine:
+    def __init__(self, codec: MimiCodec, lm: StreamingLM | None = None, vision: SiglipVision | None = None,
+                 tokenizer: TextTokenizer | None = None, max_sessions: int = 64, greedy: bool = False) -> None:
+        if lm is not None:
+            c, m = codec.cfg, lm.cfg
+            if m.card != c.bins or m.n_user > c.num_codebooks or m.dep_q > c.n_q:
+                raise EngineError(f"LM ({m.n_user} user codebooks, {m.dep_q} generated, cards of {m.card}) does not "
+                                  f"fit the codec ({c.num_codebooks} codebooks of {c.bins})")
+        if vision is not None and (lm is None or not lm.cfg.has_vision or
+                                   (vision.cfg.tokens, vision.cfg.hidden) != (lm.cfg.vision_tokens, lm.cfg.vision_dim)):
+            raise EngineError("the vision encoder's tokens must match the LM's vision adapters "
+                              "(vision_tokens, vision_dim); echo mode takes no vision encoder")
+        self.codec, self.lm, self.vision, self.tokenizer = codec, lm, vision, tokenizer
+        self.max_sessions, self.greedy = max_sessions, greedy
+        self.sessions: list[Session] = []
+        self._encoders: dict[int, SparseEncoder] = {}
+        self._state: dict | None = None
+        self._lock = threading.Lock()  # joins/leaves vs. a step running in a worker thread
+        self.step_seconds: list[float] = []
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.codec.frame_size / self.codec.sample_rate
+
+    # -- sessions --------------------------------------------------------------------------------
+    def _fresh_state(self) -> dict:
+        state = {"enc": self.codec.init_encode_state(1), "dec": self.codec.init_decode_state(1)}
+        if self.lm is not None:
+            state["lm"] = self.lm.init_state(1)
+        return state
+
+    def add_session(self, seed: int = 0) -> Session:
+        with self._lock:
+            if len(self.sessions) >= self.max_sessions:
+                raise EngineError(f"session limit reached ({self.max_sessions})")
+            session = Session(self.codec.frame_size, self.codec.sample_rate, seed=seed)
+            fresh = self._fresh_state()
+            if self.lm is not None:
+                fresh["lm"]["seed"][0] = seed
+            self._state = fresh if self._state is None else cat_rows([self._state, fresh])
+            self.sessions.append(session)
+            if self.vision is not None:
+                self._encoders[session.id] = SparseEncoder(self.vision)
+            return session
+
+    def remove_session(self, session: Session) -> None:
+        with self._lock:
+            if session not in self.sessions:
+                return
+            keep = [i for i, s in enumerate(self.sessions) if s is not session]
+            self.sessions.remove(session)
+            self._encoders.pop(session.id, None)
+            session.closed = True
+            self._state = select_rows(self._state, keep) if keep else None
+
+    # -- one frame -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def step(self) -> None:
+        with self._lock:
+            if not self.sessions:
+                return
+            start = time.perf_counter()
+            sessions, state = list(self.sessions), self._state
+            frames = torch.stack([s.next_frame() for s in sessions])[:, None]
+            t0 = time.perf_counter()
+            self._update_vision(sessions, state)
+            t1 = time.perf_counter()
+            codes = self.codec.encode_step(frames, state["enc"])[:, :, 0]
+            t2 = time.perf_counter()
+            texts = [""] * len(sessions)
+            if self.lm is None:
+                out_codes, valid = codes, torch.ones(len(sessions), dtype=torch.bool)
+            else:
+                out = self.lm.step(codes[:, : self.lm.cfg.n_user], state["lm"], greedy=self.greedy)
+                out_codes, valid = out.audio, out.valid
+                if self.tokenizer is not None:
+                    texts = [self.tokenizer.piece(int(t)) for t in out.text]
+            t3 = time.perf_counter()
+            audio = self.codec.decode_step(out_codes[:, :, None].clamp(min=0), state["dec"])[:, 0]
+            audio = torch.where(valid[:, None], audio, torch.zeros((), dtype=audio.dtype)).numpy()
+            t4 = time.perf_counter()
+            share = 1 / len(sessions)
+            for i, s in enumerate(sessions):
+                s.deliver(audio[i].copy(), texts[i])
+                for stage, seconds in (("input", t0 - start), ("vision", t1 - t0), ("encode", t2 - t1),
+                                       ("lm", t3 - t2), ("decode", t4 - t3)):
+                    s.timings.add(stage, seconds * share)
+            self.step_seconds.append(t4 - start)
+
+    def _update_vision(self, sessions: list[Session], state: dict) -> None:
+        if self.vision is None or self.lm is None:
+            return
+        for row, session in enumerate(sessions):
+            frame = session.take_video()
+            if frame is None:
+                continue
+            try:
+                result = self._encoders[session.id].update(frame)
+            except FrameError as e:
+                log.warning("session %d: camera frame refused: %s", session.id, e)
+                continue
+            self.lm.update_vision(state["lm"], row, result.tokens, changed=result.changed)
+
+    # -- the clock -------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Step every frame period until `stop` is set; the step runs in a worker thread so that the
+        event loop (transports) stays responsive. A step that overruns is followed at once by the next."""
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while not stop.is_set():
+            await loop.run_in_executor(None, self.step)
+            next_at += self.frame_seconds
+            delay = next_at - loop.time()
+            if delay < -self.frame_seconds:  # far behind: do not try to catch up in a burst
+                next_at = loop.time()
+                delay = 0
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=max(delay, 0))
+            except asyncio.TimeoutError:
+                pass
+
+
+def frames_from(session: Session) -> np.ndarray:
+    """All speech delivered to a session so far, concatenated (tests, offline use)."""
+    parts = []
+    while (out := session.pop_output()) is not None:
+        parts.append(out.audio)
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)

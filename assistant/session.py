@@ -1,0 +1,101 @@
+"""One user's session: audio in (any rate, any chunking) cut into codec frames, latest camera
+frame, and the output queue of speech and captions, with per-stage timings.
+
+Transports call `push_audio` / `push_video` and read `pop_output`; the engine calls
+`next_frame` and `deliver` once per step. Nothing here blocks or knows a model.
+"""
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from codec.audio import StreamingResampler
+from codec.errors import CodecInputError
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class Output:
+    """One frame of the assistant's speech (at the codec's rate) and the caption text it added."""
+    audio: np.ndarray  # float32 [frame_size]
+    text: str
+    step: int
+
+
+@dataclass
+class Timings:
+    """Seconds spent per stage on this session's behalf, summed (batched stages: the step's share)."""
+    steps: int = 0
+    late_frames: int = 0  # steps with no input ready: stepped with silence
+    dropped_output: int = 0  # frames dropped because nobody read them
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.stages[stage] = self.stages.get(stage, 0.0) + seconds
+
+
+class Session:
+    def __init__(self, frame_size: int, sample_rate: int, seed: int = 0, max_buffer_s: float = 2.0,
+                 max_output_frames: int = 64) -> None:
+        self.id = next(_ids)
+        self.seed = seed
+        self.frame_size, self.sample_rate = frame_size, sample_rate
+        self._resamplers: dict[int, StreamingResampler] = {}
+        self._pending = torch.zeros(0)
+        self._max_pending = int(max_buffer_s * sample_rate)
+        self.video: np.ndarray | None = None  # latest camera frame, replaced by each new one
+        self.outputs: deque[Output] = deque(maxlen=max_output_frames)
+        self.timings = Timings()
+        self.closed = False
+
+    # -- transport side --------------------------------------------------------------------------
+    def push_audio(self, samples: np.ndarray, rate: int) -> None:
+        """Mono or interleaved-channel samples (int16 or float) at any rate; channels are averaged."""
+        data = np.asarray(samples)
+        if data.dtype == np.int16:
+            data = data.astype(np.float32) / 32768
+        elif data.dtype not in (np.float32, np.float64):
+            raise CodecInputError(f"audio samples must be int16 or float, got {data.dtype}")
+        if data.ndim == 2:
+            data = data.mean(axis=1)
+        elif data.ndim != 1:
+            raise CodecInputError(f"audio must be [samples] or [samples, channels], got shape {data.shape}")
+        if not np.isfinite(data).all():
+            raise CodecInputError("audio holds NaN or infinite samples")
+        if rate not in self._resamplers:
+            self._resamplers[rate] = StreamingResampler(rate, self.sample_rate)
+        chunk = self._resamplers[rate](torch.from_numpy(data.astype(np.float32)))
+        self._pending = torch.cat([self._pending, chunk])
+        excess = self._pending.shape[0] - self._max_pending
+        if excess > 0:  # the engine fell behind or the client floods: keep the newest audio
+            self._pending = self._pending[excess:]
+
+    def push_video(self, frame: np.ndarray) -> None:
+        self.video = frame
+
+    def pop_output(self) -> Output | None:
+        return self.outputs.popleft() if self.outputs else None
+
+    # -- engine side -----------------------------------------------------------------------------
+    def next_frame(self) -> torch.Tensor:
+        """The next whole frame of input, or silence when none is ready (the session is late)."""
+        if self._pending.shape[0] < self.frame_size:
+            self.timings.late_frames += 1
+            return torch.zeros(self.frame_size)
+        frame, self._pending = self._pending[: self.frame_size], self._pending[self.frame_size:]
+        return frame
+
+    def take_video(self) -> np.ndarray | None:
+        frame, self.video = self.video, None
+        return frame
+
+    def deliver(self, audio: np.ndarray, text: str) -> None:
+        if len(self.outputs) == self.outputs.maxlen:
+            self.timings.dropped_output += 1
+        self.outputs.append(Output(audio, text, self.timings.steps))
+        self.timings.steps += 1

@@ -1,0 +1,159 @@
+"""The engine and sessions: batched steps, late sessions, join/leave, echo and model modes, the clock."""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import torch
+
+from assistant.engine import Engine, EngineError, frames_from
+from assistant.model.config import lm_preset
+from assistant.model.lm import StreamingLM
+from codec import CodecInputError
+from codec.audio import resample
+from encoders import SiglipVision, vision_preset
+
+from ..conftest import randomize_codebooks
+
+RATE = 48_000  # what WebRTC delivers
+
+
+@pytest.fixture
+def codec():
+    from codec import MimiCodec, preset
+
+    torch.manual_seed(0)
+    return randomize_codebooks(MimiCodec(preset("test")).eval())
+
+
+def speech(seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (0.3 * np.sin(2 * np.pi * (150 + 50 * seed) * t) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def feed(session, audio: np.ndarray, chunk: int = 960) -> None:  # 20 ms pieces, as WebRTC sends them
+    for i in range(0, len(audio), chunk):
+        session.push_audio(audio[i:i + chunk], RATE)
+
+
+def test_echo_mode_gives_the_offline_round_trip(codec):
+    engine = Engine(codec)
+    a, b = engine.add_session(), engine.add_session()
+    sa, sb = speech(1.0, 1), speech(1.0, 2)
+    feed(a, sa)
+    feed(b, sb)
+    steps = int(1.0 / engine.frame_seconds) - 1
+    for _ in range(steps):
+        engine.step()
+    for session, audio in ((a, sa), (b, sb)):
+        wav = resample(torch.from_numpy(audio), RATE, codec.sample_rate)[: steps * codec.frame_size]
+        with torch.inference_mode():
+            expected = codec.decode(codec.encode(wav[None, None]))[0, 0].numpy()
+        got = frames_from(session)
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_late_session_gets_silence_and_does_not_disturb_others(codec):
+    alone = Engine(codec)
+    solo = alone.add_session()
+    engine = Engine(codec)
+    busy, late = engine.add_session(), engine.add_session()
+    audio = speech(0.8, 3)
+    feed(solo, audio)
+    feed(busy, audio)
+    for _ in range(8):
+        alone.step()
+        engine.step()
+    np.testing.assert_allclose(frames_from(busy), frames_from(solo), atol=1e-5)  # batch size 2 vs 1: rounding
+    assert late.timings.late_frames == 8 and late.timings.steps == 8
+
+
+def lm_for(codec, vision: bool = False) -> StreamingLM:
+    cfg = lm_preset("test").with_(card=codec.cfg.bins)
+    if not vision:
+        cfg = cfg.with_(vision_dim=0, vision_tokens=0)
+    else:
+        v = vision_preset("test")
+        cfg = cfg.with_(vision_dim=v.hidden, vision_tokens=v.tokens)
+    torch.manual_seed(0)
+    return StreamingLM(cfg).eval()
+
+
+def test_eight_sessions_in_one_batch_and_one_leaving_changes_nothing_for_the_others(codec):
+    lm = lm_for(codec)
+    runs = []
+    for leave in (False, True):
+        engine = Engine(codec, lm)
+        sessions = [engine.add_session(seed=i) for i in range(8)]
+        for i, s in enumerate(sessions):
+            feed(s, speech(1.0, i))
+        for step in range(10):
+            if leave and step == 4:
+                engine.remove_session(sessions[3])
+            engine.step()
+        runs.append([frames_from(s) for s in sessions])
+    for i in range(8):
+        if i != 3:
+            np.testing.assert_allclose(runs[0][i], runs[1][i], atol=1e-5)
+    assert len(runs[1][3]) == 4 * codec.frame_size and len(runs[0][0]) == 10 * codec.frame_size
+    assert any(np.abs(r).max() > 0 for r in runs[0])  # the model speaks (random weights: noise)
+
+
+def test_vision_frames_reach_the_model(codec):
+    lm = lm_for(codec, vision=True)
+    with torch.no_grad():
+        for layer in lm.transformer:
+            layer.gate.linear_out.weight.normal_()
+    torch.manual_seed(0)
+    vision = SiglipVision(vision_preset("test")).eval()
+    engine = Engine(codec, lm, vision=vision, greedy=True)
+    seen, blind = engine.add_session(), engine.add_session()
+    for s in (seen, blind):
+        feed(s, speech(0.5, 0))
+    seen.push_video((np.random.default_rng(0).random((60, 80, 3)) * 255).astype(np.uint8))
+    engine.step()
+    vis = engine._state["lm"]["vision"]
+    assert vis["on"].tolist() == [True, False] and vis["k"][0].abs().sum() > 0
+    with torch.inference_mode():  # what the LM would see next for both rows: identical but for vision
+        logits = lm.text_linear(lm.temporal(torch.zeros(2, lm.cfg.n_q + 1, 1, dtype=torch.long), engine._state["lm"]))
+    assert not torch.allclose(logits[0], logits[1], atol=1e-4)
+
+
+def test_engine_refuses_mismatched_models_and_too_many_sessions(codec):
+    with pytest.raises(EngineError, match="does not fit the codec"):
+        Engine(codec, StreamingLM(lm_preset("test").with_(vision_dim=0, vision_tokens=0)))
+    with pytest.raises(EngineError, match="echo mode"):
+        Engine(codec, vision=SiglipVision(vision_preset("test")))
+    engine = Engine(codec, max_sessions=2)
+    engine.add_session(), engine.add_session()
+    with pytest.raises(EngineError, match="session limit"):
+        engine.add_session()
+
+
+def test_bad_audio_is_refused_by_the_session(codec):
+    s = Engine(codec).add_session()
+    with pytest.raises(CodecInputError, match="int16 or float"):
+        s.push_audio(np.zeros(10, np.int32), RATE)
+    with pytest.raises(CodecInputError, match="NaN"):
+        s.push_audio(np.full(10, np.nan, np.float32), RATE)
+
+
+@pytest.mark.asyncio
+async def test_the_clock_steps_sessions_that_join_and_leave_while_it_runs(codec):
+    engine = Engine(codec)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(engine.run(stop))
+    first = engine.add_session()
+    feed(first, speech(0.5, 1))
+    await asyncio.sleep(0.3)
+    second = engine.add_session()
+    await asyncio.sleep(0.3)
+    engine.remove_session(first)
+    await asyncio.sleep(0.2)
+    stop.set()
+    await asyncio.wait_for(runner, timeout=2)
+    assert first.closed and first.timings.steps >= 2 and second.timings.steps >= 1
+    assert engine.sessions == [second]
