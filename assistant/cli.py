@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 
-from .commands import codec
+from .commands import codec, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -13,6 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     codec.register(sub)
+    serve.register(sub)
     return parser
 
 

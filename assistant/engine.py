@@ -13,12 +13,14 @@ import asyncio
 import logging
 import threading
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
 from codec import MimiCodec, cat_rows, select_rows
-from encoders import FrameError, SiglipVision, SparseEncoder
+from encoders import FrameError, SiglipVision, SparseEncoder, SparseSettings
 
 from .model.lm import StreamingLM
 from .model.tokenizer import TextTokenizer
@@ -27,29 +29,40 @@ from .session import Session
 log = logging.getLogger("tutti.engine")
 
 
+@dataclass
+class StepReport:
+    seconds: float
+    stages: dict[str, float]
+    sessions: int
+    late: int  # sessions stepped with silence because their input was late
+    dropped: int  # output frames dropped because nobody read them
+
+
 class EngineError(ValueError):
     """A model combination or request the engine cannot serve."""
 
 
 class Engine:
     def __init__(self, codec: MimiCodec, lm: StreamingLM | None = None, vision: SiglipVision | None = None,
-                 tokenizer: TextTokenizer | None = None, max_sessions: int = 64, greedy: bool = False) -> None:
+                 tokenizer: TextTokenizer | None = None, max_sessions: int = 64, greedy: bool = False,
+                 vision_pool: int = 1) -> None:
         if lm is not None:
             c, m = codec.cfg, lm.cfg
             if m.card != c.bins or m.n_user > c.num_codebooks or m.dep_q > c.n_q:
                 raise EngineError(f"LM ({m.n_user} user codebooks, {m.dep_q} generated, cards of {m.card}) does not "
                                   f"fit the codec ({c.num_codebooks} codebooks of {c.bins})")
-        if vision is not None and (lm is None or not lm.cfg.has_vision or
-                                   (vision.cfg.tokens, vision.cfg.hidden) != (lm.cfg.vision_tokens, lm.cfg.vision_dim)):
+        if vision is not None and (lm is None or not lm.cfg.has_vision or (vision.cfg.tokens // vision_pool ** 2,
+                                   vision.cfg.hidden) != (lm.cfg.vision_tokens, lm.cfg.vision_dim)):
             raise EngineError("the vision encoder's tokens must match the LM's vision adapters "
                               "(vision_tokens, vision_dim); echo mode takes no vision encoder")
         self.codec, self.lm, self.vision, self.tokenizer = codec, lm, vision, tokenizer
-        self.max_sessions, self.greedy = max_sessions, greedy
+        self.max_sessions, self.greedy, self.vision_pool = max_sessions, greedy, vision_pool
         self.sessions: list[Session] = []
         self._encoders: dict[int, SparseEncoder] = {}
         self._state: dict | None = None
         self._lock = threading.Lock()  # joins/leaves vs. a step running in a worker thread
-        self.step_seconds: list[float] = []
+        self.last_step: tuple[float, dict[str, float]] | None = None
+        self.on_step: Callable[[StepReport], None] | None = None  # an observer (metrics), outside the data path
 
     @property
     def frame_seconds(self) -> float:
@@ -73,7 +86,7 @@ class Engine:
             self._state = fresh if self._state is None else cat_rows([self._state, fresh])
             self.sessions.append(session)
             if self.vision is not None:
-                self._encoders[session.id] = SparseEncoder(self.vision)
+                self._encoders[session.id] = SparseEncoder(self.vision, SparseSettings(pool=self.vision_pool))
             return session
 
     def remove_session(self, session: Session) -> None:
@@ -94,6 +107,8 @@ class Engine:
                 return
             start = time.perf_counter()
             sessions, state = list(self.sessions), self._state
+            late_before = sum(s.timings.late_frames for s in sessions)
+            dropped_before = sum(s.timings.dropped_output for s in sessions)
             frames = torch.stack([s.next_frame() for s in sessions])[:, None]
             t0 = time.perf_counter()
             self._update_vision(sessions, state)
@@ -112,13 +127,17 @@ class Engine:
             audio = self.codec.decode_step(out_codes[:, :, None].clamp(min=0), state["dec"])[:, 0]
             audio = torch.where(valid[:, None], audio, torch.zeros((), dtype=audio.dtype)).numpy()
             t4 = time.perf_counter()
+            stages = {"input": t0 - start, "vision": t1 - t0, "encode": t2 - t1, "lm": t3 - t2, "decode": t4 - t3}
             share = 1 / len(sessions)
             for i, s in enumerate(sessions):
                 s.deliver(audio[i].copy(), texts[i])
-                for stage, seconds in (("input", t0 - start), ("vision", t1 - t0), ("encode", t2 - t1),
-                                       ("lm", t3 - t2), ("decode", t4 - t3)):
+                for stage, seconds in stages.items():
                     s.timings.add(stage, seconds * share)
-            self.step_seconds.append(t4 - start)
+            self.last_step = (t4 - start, stages)
+            if self.on_step is not None:
+                late = sum(s.timings.late_frames for s in sessions) - late_before
+                dropped = sum(s.timings.dropped_output for s in sessions) - dropped_before
+                self.on_step(StepReport(t4 - start, stages, len(sessions), late, dropped))
 
     def _update_vision(self, sessions: list[Session], state: dict) -> None:
         if self.vision is None or self.lm is None:

@@ -35,7 +35,7 @@ def to_pixels(frame: np.ndarray, size: int) -> torch.Tensor:
     if max(h, w) > MAX_SIDE:
         raise FrameError(f"the frame is {w}x{h}; sides above {MAX_SIDE} pixels are refused")
     if frame.dtype == np.uint8:
-        x = torch.from_numpy(np.ascontiguousarray(frame)).float() / 255
+        x = torch.from_numpy(np.array(frame, copy=True)).float() / 255  # a copy: frames may be read-only buffers
     elif frame.dtype == np.uint16:
         x = torch.from_numpy(frame.astype(np.float32)) / 65535
     elif frame.dtype in (np.float32, np.float64):
