@@ -6,7 +6,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 STAMP := $(VENV)/.installed
 OUT := out
 
-.PHONY: run test bench clean
+.PHONY: run test bench clean chromium
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,13 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) --no-deps moshi==0.2.13
 	touch $(STAMP)
 
-test: $(STAMP)
+# Debian's chromium for the browser end-to-end tests (they skip, saying so, where it cannot be installed)
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; } || \
+	  echo "chromium not installed: browser tests will be skipped"
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q tests
 
 run: $(STAMP)

@@ -1,19 +1,24 @@
 """`tutti serve`: the HTTP server that hosts the engine's clock and the transports.
 
-Routes: `/ws` (WebSocket protocol), `/healthz`, `/metrics` (Prometheus).
+Routes: `/` (the browser page, web/), `POST /offer` (WebRTC), `/ws` (WebSocket protocol), `/healthz`,
+`/metrics` (Prometheus).
 """
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from aiohttp import web
 
 from .engine import Engine
 from .metrics import Metrics
-from .transport import websocket
+from .transport import webrtc, websocket
 
 ENGINE = web.AppKey("engine", Engine)
 METRICS = web.AppKey("metrics", Metrics)
+LOOPBACK = web.AppKey("loopback", bool)
+PEERS = web.AppKey("peers", set)
+WEB = Path(__file__).resolve().parents[1] / "web"
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -27,10 +32,17 @@ async def metrics_view(request: web.Request) -> web.Response:
     return web.Response(body=request.app[METRICS].render(), content_type="text/plain", charset="utf-8")
 
 
-def build_app(engine: Engine) -> web.Application:
+async def page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(WEB / "index.html")
+
+
+def build_app(engine: Engine, loopback: bool = False) -> web.Application:
+    """`loopback`: WebRTC gathers and accepts ICE candidates on 127.0.0.1 only (tests, benchmarks)."""
     app = web.Application(client_max_size=2**20)
     metrics = Metrics()
-    app[ENGINE], app[METRICS] = engine, metrics
+    app[ENGINE], app[METRICS], app[LOOPBACK], app[PEERS] = engine, metrics, loopback, set()
+    if loopback:
+        webrtc.loopback_only()
 
     engine.on_step = metrics.observe_step
 
@@ -40,9 +52,13 @@ def build_app(engine: Engine) -> web.Application:
         yield
         stop.set()
         await task
+        await asyncio.gather(*(pc.close() for pc in list(app[PEERS])), return_exceptions=True)
 
     app.cleanup_ctx.append(clock)
     app.router.add_get("/ws", websocket.handle)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
+    app.router.add_post("/offer", webrtc.offer)
+    app.router.add_get("/", page)
+    app.router.add_static("/static/", WEB)
     return app

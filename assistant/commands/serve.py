@@ -1,4 +1,4 @@
-"""`tutti serve`: run the server (WebSocket protocol, /healthz, /metrics) on a model."""
+"""`tutti serve`: run the server (browser page, WebRTC, WebSocket protocol, /healthz, /metrics) on a model."""
 from __future__ import annotations
 
 import argparse
@@ -38,14 +38,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..server import build_app
 
     engine = build_engine(args.model, args.max_sessions)
-    print(f"tutti: serving {args.model} on http://{args.host}:{args.port} (WebSocket at /ws)", flush=True)
+    print(f"tutti: serving {args.model} on http://{args.host}:{args.port}/ (WebSocket at /ws)", flush=True)
     web.run_app(build_app(engine), host=args.host, port=args.port, print=None)
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="run the server (WebSocket /ws, /healthz, /metrics)",
-                       description="Run the assistant server. Browser page and WebRTC: not yet (issue 5).")
+    p = sub.add_parser("serve", help="run the server (browser page, WebRTC /offer, WebSocket /ws, /healthz, /metrics)",
+                       description="Run the assistant server: open http://HOST:PORT/ in a browser to talk to it.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--model", choices=["echo", "tiny"], default="echo",

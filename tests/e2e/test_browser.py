@@ -1,0 +1,95 @@
+"""Headless Chromium (Debian's), with fake microphone and camera fed from files, against `tutti serve`
+in echo mode on 127.0.0.1: real WebRTC, real codecs, real sockets."""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytest_asyncio
+import torch
+from aiohttp import web
+
+from assistant.engine import Engine
+from assistant.server import build_app
+
+from ..conftest import randomize_codebooks
+
+CHROMIUM = shutil.which("chromium")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
+
+
+def write_wav(path: Path, seconds: float = 6.0, rate: int = 48_000) -> Path:
+    t = np.arange(int(seconds * rate)) / rate
+    audio = np.where((t > 1.0) & (t < 4.0), 0.4 * np.sin(2 * np.pi * 330 * t), 0.0)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
+        w.writeframes((audio * 32767).astype("<i2").tobytes())
+    return path
+
+
+def write_y4m(path: Path, frames: int = 30, width: int = 160, height: int = 120) -> Path:
+    """Raw 4:2:0 video (the format Chromium's fake camera reads): a square moving across."""
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\n".encode())
+        for i in range(frames):
+            y = np.full((height, width), 40, np.uint8)
+            x0 = (i * 4) % (width - 30)
+            y[40:70, x0:x0 + 30] = 220
+            f.write(b"FRAME\n" + y.tobytes() + np.full(width * height // 2, 128, np.uint8).tobytes())
+    return path
+
+
+@pytest_asyncio.fixture
+async def server():
+    from codec import MimiCodec, preset
+
+    torch.manual_seed(0)
+    engine = Engine(randomize_codebooks(MimiCodec(preset("test")).eval()), max_sessions=4)
+    runner = web.AppRunner(build_app(engine, loopback=True))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}", engine
+    await runner.cleanup()
+
+
+@pytest.mark.asyncio
+async def test_browser_session_sends_audio_and_video_and_hears_the_server(server, tmp_path):
+    from playwright.async_api import async_playwright
+
+    url, engine = server
+    wav, y4m = write_wav(tmp_path / "mic.wav"), write_y4m(tmp_path / "cam.y4m")
+    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}%noloop",
+            f"--use-file-for-fake-video-capture={y4m}", "--autoplay-policy=no-user-gesture-required",
+            "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"]
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        try:
+            page = await browser.new_page()
+            await page.goto(url + "/")
+            await page.click("#start")
+            await page.wait_for_function("window.tutti.connected === true", timeout=15_000)
+            await page.wait_for_function("(window.tutti.packets || 0) > 50", timeout=15_000)
+            await asyncio.sleep(1.5)
+            assert len(engine.sessions) == 1
+            session = engine.sessions[0]
+            heard = session.timings.steps - session.timings.late_frames
+            assert heard > 5, "the server received no audio from the browser"
+            assert session.video is not None and session.video.shape[2] == 3, "no camera frame reached the server"
+            assert await page.evaluate("window.tutti.events") > 0, "no data-channel event reached the page"
+            assert await page.get_attribute("#captions", "aria-live") == "polite"
+            await page.click("#stop")
+            await page.wait_for_function("window.tutti.connected === false")
+        finally:
+            await browser.close()
+    for _ in range(50):
+        if not engine.sessions:
+            break
+        await asyncio.sleep(0.1)
+    assert engine.sessions == []

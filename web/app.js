@@ -1,0 +1,93 @@
+// Tutti browser client: microphone + camera to the server over WebRTC, speech and captions back.
+"use strict";
+const $ = (id) => document.getElementById(id);
+let pc = null, stream = null, statsTimer = null;
+window.tutti = { captions: "", events: 0, connected: false };
+
+async function listDevices() {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  for (const d of devices) {
+    const select = d.kind === "audioinput" ? $("mic") : d.kind === "videoinput" ? $("camera") : null;
+    if (!select || [...select.options].some((o) => o.value === d.deviceId)) continue;
+    select.add(new Option(d.label || `${d.kind} ${select.options.length + 1}`, d.deviceId));
+  }
+}
+
+function say(text) { $("status").textContent = text; }
+
+async function start() {
+  $("start").disabled = true;
+  say("Connecting…");
+  const cam = $("camera").value;
+  stream = await navigator.mediaDevices.getUserMedia({
+    audio: $("mic").value ? { deviceId: { exact: $("mic").value } } : true,
+    video: cam === "any" ? true : cam ? { deviceId: { exact: cam } } : false,
+  });
+  $("preview").srcObject = stream;
+  pc = new RTCPeerConnection();
+  for (const track of stream.getTracks()) pc.addTrack(track, stream);
+  pc.addTransceiver("audio", { direction: "recvonly" });
+  const channel = pc.createDataChannel("events");
+  channel.onmessage = (event) => {
+    const msg = JSON.parse(event.data);
+    window.tutti.events += 1;
+    if (msg.type === "caption") {
+      window.tutti.captions += msg.text;
+      $("captions").textContent = window.tutti.captions.slice(-400);
+    } else if (msg.type === "timings") {
+      $("steps").textContent = msg.steps;
+      $("late").textContent = msg.late_frames;
+    }
+  };
+  pc.ontrack = (event) => { $("remote").srcObject = event.streams[0] || new MediaStream([event.track]); };
+  pc.onconnectionstatechange = () => {
+    say(`Connection: ${pc.connectionState}`);
+    window.tutti.connected = pc.connectionState === "connected";
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === "complete") return resolve();
+    pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && resolve());
+  });
+  const response = await fetch("/offer", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }),
+  });
+  const answer = await response.json();
+  if (!response.ok) { say(`Refused: ${answer.error}`); await stop(); return; }
+  await pc.setRemoteDescription(answer);
+  $("stop").disabled = false;
+  $("stop").focus();
+  statsTimer = setInterval(updateStats, 500);
+}
+
+async function updateStats() {
+  if (!pc) return;
+  const stats = await pc.getStats();
+  stats.forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "audio") {
+      window.tutti.packets = s.packetsReceived;
+      $("packets").textContent = s.packetsReceived;
+      if (s.jitterBufferEmittedCount) {
+        $("jitter").textContent = `${Math.round(1000 * s.jitterBufferDelay / s.jitterBufferEmittedCount)} ms`;
+      }
+    }
+  });
+}
+
+async function stop() {
+  clearInterval(statsTimer);
+  if (pc) { pc.close(); pc = null; }
+  if (stream) { stream.getTracks().forEach((t) => t.stop()); stream = null; }
+  window.tutti.connected = false;
+  $("start").disabled = false;
+  $("stop").disabled = true;
+  $("start").focus();
+  say("Stopped.");
+}
+
+$("start").addEventListener("click", () => start().catch((e) => { say(`Error: ${e.message}`); stop(); }));
+$("stop").addEventListener("click", stop);
+navigator.mediaDevices.getUserMedia({ audio: true, video: true })
+  .then((s) => { s.getTracks().forEach((t) => t.stop()); return listDevices(); })
+  .catch(() => listDevices());
