@@ -27,8 +27,8 @@ test: $(STAMP) chromium
 	$(PY) -m pytest -q tests
 
 run: $(STAMP)
-	$(VENV)/bin/tutti codec roundtrip assets/sample.wav $(OUT)/sample-roundtrip.wav
-	@echo "Listen to $(OUT)/sample-roundtrip.wav (input: assets/sample.wav)."
+	@echo "Open http://127.0.0.1:8080/ in a browser (Ctrl-C stops the server)."
+	$(VENV)/bin/tutti serve --model tiny --port 8080
 
 bench: $(STAMP)
 	$(PY) bench/codec.py

@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 
-from .commands import codec, serve
+from .commands import ask, codec, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     codec.register(sub)
     serve.register(sub)
+    ask.register(sub)
     return parser
 
 

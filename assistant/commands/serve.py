@@ -7,6 +7,7 @@ import logging
 import torch
 
 log = logging.getLogger("tutti.serve")
+MODELS = ["echo", "tiny"]
 
 
 def build_engine(model: str, max_sessions: int):
@@ -48,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run the assistant server: open http://HOST:PORT/ in a browser to talk to it.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--model", choices=["echo", "tiny"], default="echo",
+    p.add_argument("--model", choices=MODELS, default="tiny",
                    help="echo: codec round trip, a sound check; tiny: the bundled architecture (random weights for now)")
     p.add_argument("--max-sessions", type=int, default=16, help="sessions served at once; more are refused")
     p.set_defaults(func=cmd_serve, errors=(ValueError,))
