@@ -13,6 +13,7 @@ import asyncio
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -159,17 +160,17 @@ class Engine:
         event loop (transports) stays responsive. A step that overruns is followed at once by the next."""
         loop = asyncio.get_running_loop()
         next_at = loop.time()
-        while not stop.is_set():
-            await loop.run_in_executor(None, self.step)
-            next_at += self.frame_seconds
-            delay = next_at - loop.time()
-            if delay < -self.frame_seconds:  # far behind: do not try to catch up in a burst
-                next_at = loop.time()
-                delay = 0
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=max(delay, 0))
-            except asyncio.TimeoutError:
-                pass
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tutti-engine") as worker:
+            while not stop.is_set():
+                await loop.run_in_executor(worker, self.step)
+                next_at += self.frame_seconds
+                delay = next_at - loop.time()
+                if delay < -self.frame_seconds:  # far behind: do not try to catch up in a burst
+                    next_at, delay = loop.time(), 0
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=max(delay, 0))
+                except asyncio.TimeoutError:
+                    pass
 
 
 def frames_from(session: Session) -> np.ndarray:
