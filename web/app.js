@@ -91,3 +91,33 @@ $("stop").addEventListener("click", stop);
 navigator.mediaDevices.getUserMedia({ audio: true, video: true })
   .then((s) => { s.getTracks().forEach((t) => t.stop()); return listDevices(); })
   .catch(() => listDevices());
+
+// Mouth-to-ear measurement: the time from a sound onset in the microphone to the onset of what comes back,
+// both seen on the page's own audio clock (used by bench/e2e.py in echo mode; harmless otherwise).
+window.tutti.measureOnsets = function (micThreshold, remoteThreshold) {
+  // The returned audio's onset counts only after the microphone's, and must rise above 1.5x the level
+  // it had before (a codec's idle output is not exactly silent).
+  const ctx = new AudioContext();
+  const onsets = { mic: null, remote: null, remoteFloor: 0 };
+  window.tutti.onsets = onsets;
+  const watch = (mediaStream, key) => {
+    const node = ctx.createScriptProcessor(256, 1, 1);
+    node.onaudioprocess = (event) => {
+      if (onsets[key] !== null) return;
+      const data = event.inputBuffer.getChannelData(0);
+      const remote = key === "remote";
+      if (remote && onsets.mic === null) {
+        for (const x of data) onsets.remoteFloor = Math.max(onsets.remoteFloor, Math.abs(x));
+        return;
+      }
+      const threshold = remote ? Math.max(remoteThreshold, 1.5 * onsets.remoteFloor) : micThreshold;
+      for (let i = 0; i < data.length; i++) {
+        if (Math.abs(data[i]) > threshold) { onsets[key] = event.playbackTime + i / ctx.sampleRate; return; }
+      }
+    };
+    ctx.createMediaStreamSource(mediaStream).connect(node);
+    node.connect(ctx.destination);
+  };
+  watch(stream, "mic");
+  watch($("remote").srcObject, "remote");
+};

@@ -1,0 +1,123 @@
+"""End-to-end latency: server-side plumbing per stage, and mouth-to-ear in headless Chromium over loopback.
+
+Echo mode (`tiny` codec, random weights: the user's codes are decoded back) and, with --model tiny, the
+whole model. The fake microphone plays silence, then a click train; the page finds the first onset in its
+microphone and in what comes back, on its own audio clock. Server-side figures come from the engine's
+per-stage timings. Also: how many concurrent sessions this CPU steps within a frame.
+
+    .venv/bin/python bench/e2e.py [--model echo|tiny] [--sessions 1 4 8 16 32]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import torch
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from assistant.commands.serve import build_engine  # noqa: E402
+from assistant.server import build_app  # noqa: E402
+
+
+def click_wav(path: Path, rate: int = 48_000) -> Path:
+    audio = np.zeros(int(6 * rate))
+    start = int(2.5 * rate)
+    audio[start:start + int(0.3 * rate)] = 0.8 * np.sign(np.sin(2 * np.pi * 500 * np.arange(int(0.3 * rate)) / rate))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
+        w.writeframes((audio * 32767).astype("<i2").tobytes())
+    return path
+
+
+async def mouth_to_ear(url: str, wav: Path, threshold: float) -> float | None:
+    from playwright.async_api import async_playwright
+
+    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}%noloop",
+            "--autoplay-policy=no-user-gesture-required", "--allow-loopback-in-peer-connection",
+            "--disable-features=WebRtcHideLocalIpsWithMdns"]
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=args)
+        page = await browser.new_page()
+        await page.goto(url)
+        await page.select_option("#camera", "")
+        await page.click("#start")
+        await page.wait_for_function("window.tutti.connected === true", timeout=15_000)
+        await page.evaluate(f"window.tutti.measureOnsets(0.3, {threshold})")
+        await asyncio.sleep(5)
+        onsets = await page.evaluate("window.tutti.onsets")
+        await browser.close()
+    print(f"  page-clock onsets: microphone {onsets['mic']}, returned audio {onsets['remote']} "
+          f"(its idle level {onsets['remoteFloor']:.3f})")
+    if onsets["mic"] is None or onsets["remote"] is None or onsets["remote"] < onsets["mic"]:
+        return None
+    return 1000 * (onsets["remote"] - onsets["mic"])
+
+
+async def run(model: str, threshold: float) -> None:
+    engine = build_engine(model, 8)
+    runner = web.AppRunner(build_app(engine, loopback=True))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/"
+    steps: list[tuple[float, dict]] = []
+    engine.on_step = lambda r: steps.append((r.seconds, r.stages))
+    with tempfile.TemporaryDirectory() as tmp:
+        latency = await mouth_to_ear(url, click_wav(Path(tmp) / "click.wav"), threshold)
+    await runner.cleanup()
+    frame_ms = 1000 * engine.frame_seconds
+    print(f"model {model}: mouth-to-ear in Chromium (loopback): "
+          f"{'not detected' if latency is None else f'{latency:.0f} ms'}; codec frame {frame_ms:.0f} ms")
+    if steps:
+        for stage in ("input", "vision", "encode", "lm", "decode"):
+            values = [1000 * s[stage] for _, s in steps]
+            print(f"  server {stage:>6}: median {statistics.median(values):6.2f} ms, p90 {np.percentile(values, 90):6.2f} ms")
+        total = [1000 * s for s, _ in steps]
+        print(f"  server step : median {statistics.median(total):6.2f} ms, p90 {np.percentile(total, 90):6.2f} ms")
+
+
+def capacity(model: str, sessions: list[int]) -> None:
+    engine = build_engine(model, max(sessions))
+    frame = 1000 * engine.frame_seconds
+    print(f"model {model}: one batched step against live sessions (input silence), frame {frame:.0f} ms")
+    for n in sessions:
+        while len(engine.sessions) < n:
+            engine.add_session()
+        for _ in range(3):
+            engine.step()
+        times = []
+        for _ in range(10):
+            start = time.perf_counter()
+            engine.step()
+            times.append(1000 * (time.perf_counter() - start))
+        med = statistics.median(times)
+        print(f"  {n:>3} sessions: {med:7.1f} ms/step {'(real time)' if med < frame else '(too slow)'}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="echo", choices=["echo", "tiny"])
+    parser.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 8, 16, 32])
+    parser.add_argument("--threshold", type=float, default=0.01,
+                        help="onset threshold of the returned audio (full scale 1.0; the microphone's is 0.3)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    asyncio.run(run(args.model, args.threshold))
+    capacity(args.model, args.sessions)
+
+
+if __name__ == "__main__":
+    main()
