@@ -6,7 +6,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 STAMP := $(VENV)/.installed
 OUT := out
 
-.PHONY: run test bench clean chromium
+.PHONY: run test bench clean system
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +17,16 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) --no-deps moshi==0.2.13
 	touch $(STAMP)
 
-# Debian's chromium for the browser end-to-end tests (they skip, saying so, where it cannot be installed)
-chromium:
-	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; } || \
-	  echo "chromium not installed: browser tests will be skipped"
+# Debian packages for the end-to-end tests: chromium (browser), PortAudio + PulseAudio (desktop app on
+# null sinks). The tests that need them skip, saying so, where they cannot be installed.
+SYSTEM_PACKAGES := chromium libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins
+system:
+	@{ command -v chromium && command -v pulseaudio && ldconfig -p | grep -q libportaudio; } >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && (apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES)) >/dev/null; } || \
+	  echo "could not install $(SYSTEM_PACKAGES): browser and desktop tests will be skipped"
 
-test: $(STAMP) chromium
+test: $(STAMP) system
 	$(PY) -m pytest -q tests
 
 run: $(STAMP)

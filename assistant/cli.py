@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 
-from .commands import ask, codec, serve
+from .commands import ask, codec, desktop, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     codec.register(sub)
     serve.register(sub)
     ask.register(sub)
+    desktop.register(sub)
     return parser
 
 

@@ -1,12 +1,14 @@
 """One user's session: audio in (any rate, any chunking) cut into codec frames, latest camera
 frame, and the output queue of speech and captions, with per-stage timings.
 
-Transports call `push_audio` / `push_video` and read `pop_output`; the engine calls
-`next_frame` and `deliver` once per step. Nothing here blocks or knows a model.
+Transports call `push_audio` / `push_video` and read `pop_output` (from their own threads: audio device
+callbacks, the event loop); the engine calls `next_frame` and `deliver` once per step from its worker
+thread. A lock guards the buffers; nothing here waits on a model.
 """
 from __future__ import annotations
 
 import itertools
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -52,6 +54,7 @@ class Session:
         self.outputs: deque[Output] = deque(maxlen=max_output_frames)
         self.timings = Timings()
         self.closed = False
+        self._lock = threading.Lock()
 
     # -- transport side --------------------------------------------------------------------------
     def push_audio(self, samples: np.ndarray, rate: int) -> None:
@@ -69,33 +72,37 @@ class Session:
             raise CodecInputError("audio holds NaN or infinite samples")
         if rate not in self._resamplers:
             self._resamplers[rate] = StreamingResampler(rate, self.sample_rate)
-        chunk = self._resamplers[rate](torch.from_numpy(data.astype(np.float32)))
-        self._pending = torch.cat([self._pending, chunk])
-        excess = self._pending.shape[0] - self._max_pending
-        if excess > 0:  # the engine fell behind or the client floods: keep the newest audio
-            self._pending = self._pending[excess:]
+        with self._lock:
+            chunk = self._resamplers[rate](torch.from_numpy(data.astype(np.float32)))
+            self._pending = torch.cat([self._pending, chunk])
+            excess = self._pending.shape[0] - self._max_pending
+            if excess > 0:  # the engine fell behind or the client floods: keep the newest audio
+                self._pending = self._pending[excess:]
 
     def push_video(self, frame: np.ndarray) -> None:
         self.video = frame
 
     def pop_output(self) -> Output | None:
-        return self.outputs.popleft() if self.outputs else None
+        with self._lock:
+            return self.outputs.popleft() if self.outputs else None
 
     # -- engine side -----------------------------------------------------------------------------
     def next_frame(self) -> torch.Tensor:
         """The next whole frame of input, or silence when none is ready (the session is late)."""
-        if self._pending.shape[0] < self.frame_size:
-            self.timings.late_frames += 1
-            return torch.zeros(self.frame_size)
-        frame, self._pending = self._pending[: self.frame_size], self._pending[self.frame_size:]
-        return frame
+        with self._lock:
+            if self._pending.shape[0] < self.frame_size:
+                self.timings.late_frames += 1
+                return torch.zeros(self.frame_size)
+            frame, self._pending = self._pending[: self.frame_size], self._pending[self.frame_size:]
+            return frame
 
     def take_video(self) -> np.ndarray | None:
         frame, self.video = self.video, None
         return frame
 
     def deliver(self, audio: np.ndarray, text: str) -> None:
-        if len(self.outputs) == self.outputs.maxlen:
-            self.timings.dropped_output += 1
-        self.outputs.append(Output(audio, text, self.timings.steps))
-        self.timings.steps += 1
+        with self._lock:
+            if len(self.outputs) == self.outputs.maxlen:
+                self.timings.dropped_output += 1
+            self.outputs.append(Output(audio, text, self.timings.steps))
+            self.timings.steps += 1

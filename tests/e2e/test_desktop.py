@@ -1,0 +1,71 @@
+"""`tutti desktop` on real audio devices: PulseAudio null sinks as its microphone and speaker, a video file
+as its camera. The test plays a tone into the app's microphone and records what comes out of its speaker."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytestmark = pytest.mark.skipif(shutil.which("pulseaudio") is None or shutil.which("paplay") is None,
+                                reason="PulseAudio is not installed (make test installs it)")
+
+
+def stop_pulse() -> None:
+    subprocess.run(["pulseaudio", "-k"], capture_output=True)
+    for _ in range(50):  # -k returns before the daemon is gone
+        if subprocess.run(["pulseaudio", "--check"], capture_output=True).returncode:
+            return
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def pulse():
+    stop_pulse()
+    subprocess.run(["pulseaudio", "-D", "--exit-idle-time=-1"], capture_output=True, check=True)
+    time.sleep(0.5)
+    for sink in ("tutti_mic", "tutti_speaker"):
+        subprocess.run(["pactl", "load-module", "module-null-sink", f"sink_name={sink}"], capture_output=True, check=True)
+    yield
+    stop_pulse()
+
+
+def test_desktop_session_on_null_sinks_and_a_video_camera(pulse, tmp_path):
+    t = np.arange(48_000 * 2) / 48_000
+    question = tmp_path / "question.wav"
+    sf.write(str(question), 0.5 * np.sin(2 * np.pi * 300 * t), 48_000)
+    video = tmp_path / "camera.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    for i in range(20):
+        frame = np.zeros((120, 160, 3), np.uint8)
+        frame[40:70, i * 6:i * 6 + 30] = (255, 0, 0)
+        writer.write(frame)
+    writer.release()
+    heard = tmp_path / "speaker.wav"
+    recorder = subprocess.Popen(["parecord", "--device=tutti_speaker.monitor", "--file-format=wav", str(heard)])
+    env = dict(os.environ, PULSE_SOURCE="tutti_mic.monitor", PULSE_SINK="tutti_speaker")
+    app = subprocess.Popen([sys.executable, "-m", "assistant.cli", "desktop", "--model", "tiny", "--seconds", "5",
+                            "--camera", str(video)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)  # the app is up (model built, devices open) before the question is spoken
+    subprocess.run(["paplay", "--device=tutti_mic", str(question)], check=True)
+    out, err = app.communicate(timeout=60)
+    recorder.terminate()
+    recorder.wait(timeout=5)
+    assert app.returncode == 0, err
+    stats = dict(zip(out.split()[::2], map(int, out.split()[1::2])))
+    assert stats["heard"] >= 15, f"the app's microphone got too little of the 2 s question: {out}"
+    assert stats["camera_frames"] >= 5 and stats["played_samples"] > 24_000
+    speaker, _ = sf.read(str(heard))
+    assert np.abs(speaker).max() > 0.01, "nothing came out of the app's speaker"
+
+
+def test_desktop_reports_a_bad_camera(pulse, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "assistant.cli", "desktop", "--model", "echo", "--seconds", "1",
+                           "--camera", str(tmp_path / "absent.avi")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "cannot open camera" in done.stderr
