@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 
-from .commands import ask, codec, desktop, serve
+from .commands import ask, client, codec, desktop, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(sub)
     ask.register(sub)
     desktop.register(sub)
+    client.register(sub)
     return parser
 
 

@@ -8,7 +8,7 @@ import sys
 from .serve import MODELS, build_engine
 
 
-def _device(value: str | None) -> int | str | None:
+def device(value: str | None) -> int | str | None:
     return int(value) if value is not None and value.isdigit() else value
 
 
@@ -36,7 +36,12 @@ def cmd_desktop(args: argparse.Namespace) -> int:
             await clock
 
     try:
-        with LocalDevices(session, _device(args.mic), _device(args.speaker), args.camera) as devices:
+        def speech():
+            out = session.pop_output()
+            return None if out is None else out.audio
+
+        with LocalDevices(session.push_audio, speech, session.push_video, session.sample_rate,
+                          device(args.mic), device(args.speaker), args.camera) as devices:
             print(f"tutti: listening ({args.model}); Ctrl-C stops", file=sys.stderr, flush=True)
             try:
                 asyncio.run(run())

@@ -1,8 +1,9 @@
 """Local devices: sounddevice microphone and speaker, an OpenCV camera (device index, file or stream URL).
 
-The microphone callback pushes audio into the session; the speaker callback pulls the assistant's
-speech (silence when there is none); a camera thread hands over frames at a few per second. Each runs
-on its own thread, so a slow device never stalls the engine's clock.
+The microphone callback hands audio on; the speaker callback pulls the assistant's speech (silence
+when there is none); a camera thread hands over frames at a few per second. Each runs on its own
+thread, so a slow device never stalls the engine's clock. Where the media go is given as callables:
+a local session (`tutti desktop`) or a remote server (`tutti client`).
 """
 from __future__ import annotations
 
@@ -11,26 +12,30 @@ import time
 
 import numpy as np
 
-from ..session import Session
+from typing import Callable
 
 MIC_RATE = 48_000
 CAMERA_FPS = 5.0
 
 
 class LocalDevices:
-    def __init__(self, session: Session, mic: int | str | None = None, speaker: int | str | None = None,
-                 camera: str | None = None) -> None:
+    def __init__(self, on_audio: Callable[[np.ndarray, int], None], pull_audio: Callable[[], np.ndarray | None],
+                 on_frame: Callable[[np.ndarray], None], speaker_rate: int, mic: int | str | None = None,
+                 speaker: int | str | None = None, camera: str | None = None, camera_fps: float = CAMERA_FPS) -> None:
+        """on_audio(samples, rate): microphone audio; pull_audio(): the next speech to play (None: nothing);
+        on_frame(bgr): a camera frame."""
         import sounddevice as sd
 
-        self.session = session
+        self.on_audio, self.pull_audio, self.on_frame = on_audio, pull_audio, on_frame
+        self.camera_fps = camera_fps
         self.buffer = np.zeros(0, np.float32)
         self.played = 0
         self.camera_frames = 0
         self._stop = threading.Event()
         self._mic = sd.InputStream(device=mic, samplerate=MIC_RATE, channels=1, blocksize=MIC_RATE // 50,
                                    dtype="float32", callback=self._on_mic)
-        self._speaker = sd.OutputStream(device=speaker, samplerate=session.sample_rate, channels=1,
-                                        blocksize=session.sample_rate // 50, dtype="float32", callback=self._on_speaker)
+        self._speaker = sd.OutputStream(device=speaker, samplerate=speaker_rate, channels=1,
+                                        blocksize=speaker_rate // 50, dtype="float32", callback=self._on_speaker)
         self._camera = None
         if camera:
             import cv2
@@ -41,11 +46,11 @@ class LocalDevices:
             self._camera = threading.Thread(target=self._read_camera, args=(capture, camera), daemon=True)
 
     def _on_mic(self, indata: np.ndarray, frames: int, time_info, status) -> None:
-        self.session.push_audio(indata[:, 0].copy(), MIC_RATE)
+        self.on_audio(indata[:, 0].copy(), MIC_RATE)
 
     def _on_speaker(self, outdata: np.ndarray, frames: int, time_info, status) -> None:
-        while self.buffer.shape[0] < frames and (out := self.session.pop_output()) is not None:
-            self.buffer = np.concatenate([self.buffer, out.audio])
+        while self.buffer.shape[0] < frames and (more := self.pull_audio()) is not None:
+            self.buffer = np.concatenate([self.buffer, more])
         take = min(frames, self.buffer.shape[0])
         outdata[:take, 0] = self.buffer[:take]
         outdata[take:, 0] = 0.0  # nothing to say yet: silence
@@ -68,9 +73,9 @@ class LocalDevices:
             if is_file:
                 time.sleep(1 / native)  # play a file at its own pace
             now = time.monotonic()
-            if now - last >= 1 / CAMERA_FPS:
+            if now - last >= 1 / self.camera_fps:
                 last = now
-                self.session.push_video(frame)
+                self.on_frame(frame)
                 self.camera_frames += 1
         capture.release()
 

@@ -1,5 +1,5 @@
-"""`tutti desktop` on real audio devices: PulseAudio null sinks as its microphone and speaker, a video file
-as its camera. The test plays a tone into the app's microphone and records what comes out of its speaker."""
+"""`tutti desktop` and `tutti client` on real audio devices: PulseAudio null sinks as microphone and speaker,
+a video file as camera. The tests play a tone into the microphone and record what comes out of the speaker."""
 from __future__ import annotations
 
 import os
@@ -69,3 +69,41 @@ def test_desktop_reports_a_bad_camera(pulse, tmp_path):
     done = subprocess.run([sys.executable, "-m", "assistant.cli", "desktop", "--model", "echo", "--seconds", "1",
                            "--camera", str(tmp_path / "absent.avi")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "cannot open camera" in done.stderr
+
+
+def test_client_talks_to_a_live_server_from_local_devices(pulse, tmp_path):
+    t = np.arange(48_000 * 2) / 48_000
+    question = tmp_path / "question.wav"
+    sf.write(str(question), 0.5 * np.sin(2 * np.pi * 300 * t), 48_000)
+    video = tmp_path / "camera.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    for _ in range(10):
+        writer.write(np.full((480, 640, 3), 90, np.uint8))
+    writer.release()
+    server = subprocess.Popen([sys.executable, "-m", "assistant.cli", "serve", "--model", "tiny", "--port", "8787"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(100):
+            if "serving" in (server.stdout.readline() or ""):
+                break
+        env = dict(os.environ, PULSE_SOURCE="tutti_mic.monitor", PULSE_SINK="tutti_speaker")
+        app = subprocess.Popen([sys.executable, "-m", "assistant.cli", "client", "ws://127.0.0.1:8787/ws",
+                                "--seconds", "5", "--camera", str(video)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        subprocess.run(["paplay", "--device=tutti_mic", str(question)], check=True)
+        out, err = app.communicate(timeout=60)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert app.returncode == 0, err
+    words = out.split()
+    stats = dict(zip(words[-6::2], map(int, words[-5::2])))
+    assert stats["sent_samples"] > 48_000 * 3 and stats["received_samples"] > 24_000 * 3
+    assert stats["camera_frames"] >= 3
+
+
+def test_client_reports_an_unreachable_server():
+    done = subprocess.run([sys.executable, "-m", "assistant.cli", "client", "ws://127.0.0.1:9/ws", "--seconds", "1"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "cannot talk to" in done.stderr

@@ -17,7 +17,7 @@ def tutti(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 def test_help_for_every_command():
-    for args in ([], ["codec"], ["codec", "roundtrip"], ["codec", "encode"], ["codec", "decode"], ["serve"], ["ask"], ["desktop"]):
+    for args in ([], ["codec"], ["codec", "roundtrip"], ["codec", "encode"], ["codec", "decode"], ["serve"], ["ask"], ["desktop"], ["client"]):
         done = tutti(*args, "--help")
         assert done.returncode == 0 and "usage: tutti" in done.stdout
 
