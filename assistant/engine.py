@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,9 @@ from .model.tokenizer import TextTokenizer
 from .session import Session
 
 log = logging.getLogger("tutti.engine")
+VOICE_RMS = 0.01  # input level (about -40 dBFS) taken as the user speaking
+VOICE_HANGOVER = 12  # steps the "speaking" rate lasts after the last loud frame (about 1 s)
+SPEAKING_EVERY, SILENT_EVERY = 2, 6  # steps between camera frames encoded: 6.25 / about 2 per second
 
 
 @dataclass
@@ -112,7 +116,7 @@ class Engine:
             dropped_before = sum(s.timings.dropped_output for s in sessions)
             frames = torch.stack([s.next_frame() for s in sessions])[:, None]
             t0 = time.perf_counter()
-            self._update_vision(sessions, state)
+            self._update_vision(sessions, state, frames[:, 0])
             t1 = time.perf_counter()
             codes = self.codec.encode_step(frames, state["enc"])[:, :, 0]
             t2 = time.perf_counter()
@@ -140,18 +144,28 @@ class Engine:
                 dropped = sum(s.timings.dropped_output for s in sessions) - dropped_before
                 self.on_step(StepReport(t4 - start, stages, len(sessions), late, dropped))
 
-    def _update_vision(self, sessions: list[Session], state: dict) -> None:
+    def _update_vision(self, sessions: list[Session], state: dict, audio: torch.Tensor) -> None:
+        """Encode camera frames more often while the user speaks (every SPEAKING_EVERY steps) than in
+        silence (every SILENT_EVERY), and less often still if the encoder cannot keep up."""
         if self.vision is None or self.lm is None:
             return
+        speaking = (audio.pow(2).mean(dim=-1).sqrt() > VOICE_RMS).tolist()
         for row, session in enumerate(sessions):
-            frame = session.take_video()
-            if frame is None:
+            step = session.timings.steps
+            if speaking[row]:
+                session.voice_until = step + VOICE_HANGOVER
+            every = SPEAKING_EVERY if step < session.voice_until else SILENT_EVERY
+            every *= max(1, math.ceil(session.vision_seconds / self.frame_seconds))  # never outrun the encoder
+            if step - session.vision_step < every or session.video is None:
                 continue
+            frame = session.take_video()
             try:
                 result = self._encoders[session.id].update(frame)
             except FrameError as e:
                 log.warning("session %d: camera frame refused: %s", session.id, e)
                 continue
+            session.vision_step, session.vision_seconds = step, result.seconds
+            session.vision_changes = (self.vision.cfg.grid // self.vision_pool, result.changed.tolist(), result.recomputed)
             self.lm.update_vision(state["lm"], row, result.tokens, changed=result.changed)
 
     # -- the clock -------------------------------------------------------------------------------

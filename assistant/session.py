@@ -55,6 +55,12 @@ class Session:
         self.timings = Timings()
         self.closed = False
         self._lock = threading.Lock()
+        # camera sampling, kept by the engine: last step encoded, its cost, the speaking window, and the
+        # last frame's changed tokens (grid side, indices, recomputed fraction) for the page's overlay
+        self.vision_step = -(10**9)
+        self.vision_seconds = 0.0
+        self.voice_until = 0
+        self.vision_changes: tuple[int, list[int], float] | None = None
 
     # -- transport side --------------------------------------------------------------------------
     def push_audio(self, samples: np.ndarray, rate: int) -> None:

@@ -34,6 +34,8 @@ async function start() {
     if (msg.type === "caption") {
       window.tutti.captions += msg.text;
       $("captions").textContent = window.tutti.captions.slice(-400);
+    } else if (msg.type === "vision") {
+      drawChanges(msg);
     } else if (msg.type === "timings") {
       $("steps").textContent = msg.steps;
       $("late").textContent = msg.late_frames;
@@ -59,6 +61,24 @@ async function start() {
   $("stop").disabled = false;
   $("stop").focus();
   statsTimer = setInterval(updateStats, 500);
+}
+
+// The changed-patch overlay: the cells the server re-encoded for the last camera frame it used. The
+// encoder sees the centred square of the frame, split into grid x grid cells.
+function drawChanges(msg) {
+  window.tutti.vision = msg;
+  const video = $("preview"), canvas = $("overlay");
+  canvas.width = video.clientWidth;
+  canvas.height = video.clientHeight;
+  const g = canvas.getContext("2d");
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  const side = Math.min(canvas.width, canvas.height), cell = side / msg.grid;
+  const left = (canvas.width - side) / 2, top = (canvas.height - side) / 2;
+  g.fillStyle = "rgba(255, 200, 0, 0.35)";
+  for (const index of msg.changed) {
+    g.fillRect(left + (index % msg.grid) * cell, top + Math.floor(index / msg.grid) * cell, cell, cell);
+  }
+  $("vision").textContent = `Re-encoded: ${Math.round(100 * msg.recomputed)}% of a full encode, ${msg.changed.length} tokens changed`;
 }
 
 async function updateStats() {

@@ -155,9 +155,14 @@ async def offer(request: web.Request) -> web.Response:
     @pc.on("datachannel")
     def on_channel(channel) -> None:
         async def events() -> None:
-            step = 0
+            step, vision_step = 0, None
             while channel.readyState == "open" and not session.closed:
                 await asyncio.sleep(0.1)
+                if session.vision_changes is not None and session.vision_step != vision_step:
+                    vision_step = session.vision_step  # the changed-patch overlay
+                    grid, changed, recomputed = session.vision_changes
+                    channel.send(json.dumps({"type": "vision", "grid": grid, "changed": changed,
+                                             "recomputed": recomputed}))
                 t = session.timings
                 if t.steps != step:
                     step = t.steps

@@ -93,3 +93,49 @@ async def test_browser_session_sends_audio_and_video_and_hears_the_server(server
             break
         await asyncio.sleep(0.1)
     assert engine.sessions == []
+
+
+@pytest_asyncio.fixture
+async def vision_server():
+    from assistant.model.config import lm_preset
+    from assistant.model.lm import StreamingLM
+    from codec import MimiCodec, preset
+    from encoders import SiglipVision, vision_preset
+
+    torch.manual_seed(0)
+    codec = randomize_codebooks(MimiCodec(preset("test")).eval())
+    v = vision_preset("test")
+    lm = StreamingLM(lm_preset("test").with_(card=codec.cfg.bins, vision_dim=v.hidden, vision_tokens=v.tokens)).eval()
+    engine = Engine(codec, lm, vision=SiglipVision(v).eval())
+    runner = web.AppRunner(build_app(engine, loopback=True))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}", engine
+    await runner.cleanup()
+
+
+@pytest.mark.asyncio
+async def test_page_shows_the_changed_patch_overlay(vision_server, tmp_path):
+    from playwright.async_api import async_playwright
+
+    url, engine = vision_server
+    wav, y4m = write_wav(tmp_path / "mic.wav"), write_y4m(tmp_path / "cam.y4m")
+    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}%noloop",
+            f"--use-file-for-fake-video-capture={y4m}", "--allow-loopback-in-peer-connection",
+            "--disable-features=WebRtcHideLocalIpsWithMdns"]
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        try:
+            page = await browser.new_page()
+            await page.goto(url + "/")
+            await page.click("#start")
+            await page.wait_for_function("window.tutti.vision && window.tutti.vision.changed.length > 0",
+                                         timeout=20_000)
+            vision = await page.evaluate("window.tutti.vision")
+            assert vision["grid"] == 8 and all(0 <= i < 64 for i in vision["changed"])
+            assert "Re-encoded:" in await page.inner_text("#vision")
+        finally:
+            await browser.close()

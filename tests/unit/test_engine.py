@@ -157,3 +157,25 @@ async def test_the_clock_steps_sessions_that_join_and_leave_while_it_runs(codec)
     await asyncio.wait_for(runner, timeout=2)
     assert first.closed and first.timings.steps >= 2 and second.timings.steps >= 1
     assert engine.sessions == [second]
+
+
+def test_camera_is_sampled_more_often_while_the_user_speaks(codec):
+    lm = lm_for(codec, vision=True)
+    vision = SiglipVision(vision_preset("test")).eval()
+    frame = (np.random.default_rng(0).random((60, 80, 3)) * 255).astype(np.uint8)
+    encoded = {}
+    for voice in ("silent", "speaking"):
+        engine = Engine(codec, lm, vision=vision, greedy=True)
+        s = engine.add_session()
+        audio = speech(2.0, 1) if voice == "speaking" else np.zeros(96_000, np.float32)
+        feed(s, audio)
+        steps = []
+        for step in range(18):
+            s.push_video(frame)  # a camera offers a frame every step
+            engine.step()
+            if s.vision_step == step:
+                steps.append(step)
+        encoded[voice] = steps
+    assert encoded["silent"] == [0, 6, 12]
+    assert encoded["speaking"] == list(range(0, 18, 2))
+    assert s.vision_changes is not None and s.vision_changes[0] == vision_preset("test").grid
