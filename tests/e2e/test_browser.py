@@ -3,22 +3,16 @@ in echo mode on 127.0.0.1: real WebRTC, real codecs, real sockets."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 import pytest_asyncio
-import torch
-from aiohttp import web
 
 from assistant.engine import Engine
-from assistant.server import build_app
 
-from ..conftest import randomize_codebooks
-
-CHROMIUM = shutil.which("chromium")
+from .live import CHROMIUM, launch_chromium, serving, random_codec
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
 
 
@@ -45,16 +39,9 @@ def write_y4m(path: Path, frames: int = 30, width: int = 160, height: int = 120)
 
 @pytest_asyncio.fixture
 async def server():
-    from codec import MimiCodec, preset
-
-    torch.manual_seed(0)
-    engine = Engine(randomize_codebooks(MimiCodec(preset("test")).eval()), max_sessions=4)
-    runner = web.AppRunner(build_app(engine, loopback=True))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}", engine
-    await runner.cleanup()
+    engine = Engine(random_codec(), max_sessions=4)
+    async with serving(engine) as (url, _):
+        yield url, engine
 
 
 @pytest.mark.asyncio
@@ -63,13 +50,8 @@ async def test_browser_session_sends_audio_and_video_and_hears_the_server(server
 
     url, engine = server
     wav, y4m = write_wav(tmp_path / "mic.wav"), write_y4m(tmp_path / "cam.y4m")
-    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}%noloop",
-            f"--use-file-for-fake-video-capture={y4m}", "--autoplay-policy=no-user-gesture-required",
-            "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"]
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        browser = await launch_chromium(p, wav, y4m)
         try:
             page = await browser.new_page()
             await page.goto(url + "/")
@@ -99,20 +81,14 @@ async def test_browser_session_sends_audio_and_video_and_hears_the_server(server
 async def vision_server():
     from assistant.model.config import lm_preset
     from assistant.model.lm import StreamingLM
-    from codec import MimiCodec, preset
     from encoders import SiglipVision, vision_preset
 
-    torch.manual_seed(0)
-    codec = randomize_codebooks(MimiCodec(preset("test")).eval())
+    codec = random_codec()
     v = vision_preset("test")
     lm = StreamingLM(lm_preset("test").with_(card=codec.cfg.bins, vision_dim=v.hidden, vision_tokens=v.tokens)).eval()
     engine = Engine(codec, lm, vision=SiglipVision(v).eval())
-    runner = web.AppRunner(build_app(engine, loopback=True))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}", engine
-    await runner.cleanup()
+    async with serving(engine) as (url, _):
+        yield url, engine
 
 
 @pytest.mark.asyncio
@@ -121,13 +97,8 @@ async def test_page_shows_the_changed_patch_overlay(vision_server, tmp_path):
 
     url, engine = vision_server
     wav, y4m = write_wav(tmp_path / "mic.wav"), write_y4m(tmp_path / "cam.y4m")
-    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}%noloop",
-            f"--use-file-for-fake-video-capture={y4m}", "--allow-loopback-in-peer-connection",
-            "--disable-features=WebRtcHideLocalIpsWithMdns"]
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        browser = await launch_chromium(p, wav, y4m)
         try:
             page = await browser.new_page()
             await page.goto(url + "/")

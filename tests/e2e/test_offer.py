@@ -4,29 +4,18 @@ from __future__ import annotations
 import aiohttp
 import pytest
 import pytest_asyncio
-import torch
-from aiohttp import web
 
 from assistant.engine import Engine
-from assistant.server import build_app
 
-from ..conftest import randomize_codebooks
+from .live import serving, random_codec
 
 VIDEO_ONLY = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
 
 
 @pytest_asyncio.fixture(params=[0, 2], ids=["full", "open"])
 async def base(request):
-    from codec import MimiCodec, preset
-
-    torch.manual_seed(0)
-    engine = Engine(randomize_codebooks(MimiCodec(preset("test")).eval()), max_sessions=request.param)
-    runner = web.AppRunner(build_app(engine, loopback=True))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}", request.param == 0
-    await runner.cleanup()
+    async with serving(Engine(random_codec(), max_sessions=request.param)) as (url, _):
+        yield url, request.param == 0
 
 
 @pytest.mark.asyncio

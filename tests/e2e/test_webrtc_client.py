@@ -7,29 +7,19 @@ import threading
 import numpy as np
 import pytest
 import pytest_asyncio
-import torch
-from aiohttp import web
 
 from assistant.client import webrtc_session
 from assistant.engine import Engine
-from assistant.server import PEERS, build_app
+from assistant.server import PEERS
 
-from ..conftest import randomize_codebooks
+from .live import serving, random_codec
 
 
 @pytest_asyncio.fixture
 async def served():
-    from codec import MimiCodec, preset
-
-    torch.manual_seed(0)
-    engine = Engine(randomize_codebooks(MimiCodec(preset("test")).eval()), max_sessions=8)
-    app = build_app(engine, loopback=True)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}", engine, app
-    await runner.cleanup()
+    engine = Engine(random_codec(), max_sessions=8)
+    async with serving(engine) as (url, app):
+        yield url, engine, app
 
 
 def own_threads() -> int:

@@ -8,30 +8,19 @@ import aiohttp
 import numpy as np
 import pytest
 import pytest_asyncio
-import torch
 import websockets
-from aiohttp import web
 
 from assistant.client import converse
 from assistant.engine import Engine
-from assistant.server import build_app
 
-from ..conftest import randomize_codebooks
+from .live import serving, random_codec
 
 
 @pytest_asyncio.fixture
 async def server():
-    from codec import MimiCodec, preset
-
-    torch.manual_seed(0)
-    engine = Engine(randomize_codebooks(MimiCodec(preset("test")).eval()), max_sessions=2)
-    runner = web.AppRunner(build_app(engine))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    yield f"127.0.0.1:{port}", engine
-    await runner.cleanup()
+    engine = Engine(random_codec(), max_sessions=2)
+    async with serving(engine, loopback=False) as (url, _):
+        yield url.removeprefix("http://"), engine
 
 
 def tone(seconds: float, rate: int = 48_000) -> np.ndarray:
