@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import torch
 
 from codec import MimiCodec, cat_rows, select_rows
@@ -185,11 +184,3 @@ class Engine:
                     await asyncio.wait_for(stop.wait(), timeout=max(delay, 0))
                 except asyncio.TimeoutError:
                     pass
-
-
-def frames_from(session: Session) -> np.ndarray:
-    """All speech delivered to a session so far, concatenated (tests, offline use)."""
-    parts = []
-    while (out := session.pop_output()) is not None:
-        parts.append(out.audio)
-    return np.concatenate(parts) if parts else np.zeros(0, np.float32)

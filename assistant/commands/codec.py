@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from codec import PRESETS, CheckpointError, CodecInputError, MimiCodec, load_codec, preset
+from codec import PRESETS, CheckpointError, CodecConfig, CodecInputError, MimiCodec, load_codec, preset
 from codec.audio import load_audio, save_audio
 from codec.checkpoint import read_safetensors
 
@@ -47,9 +47,14 @@ def open_codec(args: argparse.Namespace) -> MimiCodec:
     log.warning("no codec checkpoint given and no trained codec is bundled yet: using RANDOM weights "
                 "(preset %s, seed %d); the output exercises the pipeline but will not sound like the input",
                 args.preset, args.seed)
-    torch.manual_seed(args.seed)
+    return random_codec(cfg, args.seed)
+
+
+def random_codec(cfg: CodecConfig, seed: int) -> MimiCodec:
+    """A codec with random weights (until trained ones ship), its codebooks spread so that codes vary."""
+    torch.manual_seed(seed)
     model = MimiCodec(cfg)
-    for book in model.modules():  # spread random codebooks so that codes vary
+    for book in model.modules():
         if hasattr(book, "embedding_sum"):
             book.embedding_sum.normal_(0, 0.05)
     return model.eval()

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import logging
 
-import torch
 
 log = logging.getLogger("tutti.serve")
 MODELS = ["echo", "tiny"]
@@ -13,18 +12,15 @@ MODELS = ["echo", "tiny"]
 def build_engine(model: str, max_sessions: int):
     """`echo`: codec round trip, no LM. `tiny`: the bundled model's architecture — RANDOM weights until
     trained weights ship (it babbles; it does not answer)."""
-    from codec import MimiCodec, preset
+    from codec import preset
     from encoders import SiglipVision, vision_preset
 
     from ..engine import Engine
     from ..model.config import lm_preset
     from ..model.lm import StreamingLM
+    from .codec import random_codec
 
-    torch.manual_seed(0)
-    codec = MimiCodec(preset("tiny")).eval()
-    for book in codec.modules():
-        if hasattr(book, "embedding_sum"):
-            book.embedding_sum.normal_(0, 0.05)
+    codec = random_codec(preset("tiny"), seed=0)
     if model == "echo":
         return Engine(codec, max_sessions=max_sessions)
     log.warning("no trained model is bundled yet: serving the tiny architecture with RANDOM weights")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from assistant.engine import Engine, EngineError, frames_from
+from assistant.engine import Engine, EngineError
 from assistant.model.config import lm_preset
 from assistant.model.lm import StreamingLM
 from codec import CodecInputError
@@ -17,6 +17,14 @@ from encoders import SiglipVision, vision_preset
 from ..conftest import randomize_codebooks
 
 RATE = 48_000  # what WebRTC delivers
+
+
+def frames_from(session) -> np.ndarray:
+    """All speech delivered to a session so far, concatenated."""
+    parts = []
+    while (out := session.pop_output()) is not None:
+        parts.append(out.audio)
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
 @pytest.fixture
