@@ -17,11 +17,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) --no-deps moshi==0.2.13
 	touch $(STAMP)
 
-# Debian packages for the end-to-end tests: chromium (browser), PortAudio + PulseAudio (desktop app on
-# null sinks). The tests that need them skip, saying so, where they cannot be installed.
-SYSTEM_PACKAGES := chromium libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins
+# Debian packages: chromium (browser tests), PortAudio + PulseAudio (desktop app on null sinks), espeak-ng
+# (synthetic speech for training and the model's tests). Tests that need them skip, saying so, without them.
+SYSTEM_PACKAGES := chromium libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng
 system:
-	@{ command -v chromium && command -v pulseaudio && ldconfig -p | grep -q libportaudio; } >/dev/null || \
+	@{ command -v chromium && command -v pulseaudio && command -v espeak-ng && ldconfig -p | grep -q libportaudio; } >/dev/null || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && (apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES)) >/dev/null; } || \
 	  echo "could not install $(SYSTEM_PACKAGES): browser and desktop tests will be skipped"

@@ -57,6 +57,10 @@ class CodecConfig(JsonConfig):
     bins: int = 2048
     codebook_dim: int = 256
     num_codebooks: int = 8  # codebooks used by encode() (Moshi uses 8)
+    # output head: "seanet" (Mimi's upsampling conv decoder) or "istft" (predicted STFT frames, overlap-added)
+    decoder_head: str = "seanet"
+    istft_hop: int = 0  # samples between STFT frames (must divide the encoder hop)
+    istft_n_fft: int = 0
     # training-only settings (ignored at inference)
     ema_decay: float = 0.99
     dead_code_threshold: float = 0.1  # fraction of uniform usage below which a code is restarted
@@ -72,6 +76,11 @@ class CodecConfig(JsonConfig):
             raise ValueError("n_q must exceed n_q_semantic")
         if not self.n_q_semantic <= self.num_codebooks <= self.n_q:
             raise ValueError(f"num_codebooks must lie in [{self.n_q_semantic}, {self.n_q}]")
+        if self.decoder_head not in ("seanet", "istft"):
+            raise ValueError(f"decoder_head must be 'seanet' or 'istft', got {self.decoder_head!r}")
+        if self.decoder_head == "istft" and not (
+                self.istft_hop > 0 and self.hop_length % self.istft_hop == 0 and (self.istft_n_fft // 2) % self.istft_hop == 0):
+            raise ValueError("istft_hop must divide the encoder hop and half of istft_n_fft")
         if self.dimension % self.transformer_heads or (self.dimension // self.transformer_heads) % 2:
             raise ValueError("dimension must split into heads of even size (RoPE)")
 
@@ -92,13 +101,19 @@ class CodecConfig(JsonConfig):
         """Samples per codec frame (1920 for Mimi: 80 ms at 24 kHz)."""
         return self.hop_length * self.resample_stride
 
+    @property
+    def output_delay(self) -> int:
+        """Samples by which decoded audio lags the input (the iSTFT head's overlap; 0 for SEANet)."""
+        return self.istft_n_fft - self.istft_hop if self.decoder_head == "istft" else 0
+
 
 PRESETS: dict[str, CodecConfig] = {
     "mimi": CodecConfig(),
-    # The size of the bundled model: real time with room to spare on 2 CPU cores.
+    # The bundled model (tutti-tiny): 16 kHz speech, an iSTFT head, real time with room to spare on 2 CPU cores.
     "tiny": CodecConfig(
-        dimension=128, n_filters=16, transformer_layers=2, transformer_heads=4,
-        transformer_ffn=256, n_q=8, bins=1024, codebook_dim=64, num_codebooks=8,
+        sample_rate=16_000, ratios=(8, 5, 4, 2), dimension=128, n_filters=16, transformer_layers=2,
+        transformer_heads=4, transformer_ffn=256, n_q=8, bins=1024, codebook_dim=64, num_codebooks=8,
+        decoder_head="istft", istft_hop=80, istft_n_fft=320,
     ),
     # The smallest model that still has every part; used by unit tests.
     "test": CodecConfig(

@@ -15,6 +15,7 @@ from torch import nn
 from .config import CodecConfig
 from .conv import CausalConv1d, CausalConvTranspose1d
 from .errors import CodecInputError
+from .istft import ISTFTHead
 from .quantizer import SplitRVQ
 from .seanet import seanet_decoder, seanet_encoder
 from .state import State
@@ -40,7 +41,7 @@ class MimiCodec(nn.Module):
         self.quantizer = SplitRVQ(cfg)
         self.upsample = CausalConvTranspose1d(cfg.dimension, cfg.dimension, 2 * s, s, groups=cfg.dimension, bias=False)
         self.decoder_transformer = CodecTransformer(cfg)
-        self.decoder = seanet_decoder(cfg)
+        self.decoder = seanet_decoder(cfg) if cfg.decoder_head == "seanet" else ISTFTHead(cfg)
 
     @property
     def frame_size(self) -> int:

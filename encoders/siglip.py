@@ -44,7 +44,7 @@ class VisionConfig(JsonConfig):
 
 VISION_PRESETS: dict[str, VisionConfig] = {
     "so400m-448": VisionConfig(),  # PaliGemma2 / MoshiVis vision tower: 1024 tokens
-    "tiny": VisionConfig(image_size=224, patch_size=14, hidden=192, mlp=768, layers=6, heads=3),  # 256 tokens
+    "tiny": VisionConfig(image_size=112, patch_size=14, hidden=192, mlp=768, layers=6, heads=3),  # 64 tokens
     "test": VisionConfig(image_size=56, patch_size=7, hidden=32, mlp=64, layers=3, heads=4),  # 64 tokens
 }
 

@@ -20,7 +20,12 @@ def randomize_codebooks(model: MimiCodec, seed: int = 0) -> MimiCodec:
     return model
 
 
-@pytest.fixture
-def codec_model() -> MimiCodec:
+HEADS = {"seanet": preset("test"),
+         "istft": preset("test").with_(decoder_head="istft", istft_hop=80, istft_n_fft=320)}
+
+
+@pytest.fixture(params=sorted(HEADS))
+def codec_model(request) -> MimiCodec:
+    """The test codec with each output head: Mimi's SEANet decoder and the iSTFT head of tutti-tiny."""
     torch.manual_seed(0)
-    return randomize_codebooks(MimiCodec(preset("test")).eval())
+    return randomize_codebooks(MimiCodec(HEADS[request.param]).eval())

@@ -54,11 +54,11 @@ class VisionCrossAttention(nn.Module):
         return self.in_proj(x)[..., part]
 
     def keys_values(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """tokens [N, Dv] -> k, v [H, N, Dh]."""
+        """tokens [..., N, Dv] -> k, v [..., H, N, Dh]."""
         dim = self.out_proj.in_features
-        src = self.proj_norm(self.proj(tokens)[None])[0]
-        k, v = self._rows(src, slice(dim, None)).unflatten(-1, (2, self.heads, -1)).permute(1, 2, 0, 3)
-        return k, v
+        src = self.proj_norm(self.proj(tokens))
+        kv = self._rows(src, slice(dim, None)).unflatten(-1, (2, self.heads, -1)).movedim(-3, 0).transpose(-3, -2)
+        return kv[0], kv[1]
 
     def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         q = self._rows(x, slice(0, self.out_proj.in_features)).unflatten(-1, (self.heads, -1)).transpose(1, 2)
@@ -307,3 +307,54 @@ class StreamingLM(nn.Module):
         read = ((offset[:, None] - cfg.max_delay + gen_delays) % ring)[..., None]
         frame = state["tokens"][:, : cfg.dep_q + 1].gather(2, read)[..., 0]
         return StepOutput(text=text, audio=frame[:, 1:], valid=offset > cfg.max_delay, text_logits=text_logits)
+
+    # -- training --------------------------------------------------------------------------------
+    def delayed_inputs(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames [B, 1 + n_q, T] (text, model audio, user audio; no delays) -> the input tokens each step
+        reads [B, 1 + n_q, T], exactly as `step` would build them: generated streams lag one step behind
+        their delayed layout, user streams do not, and initial tokens fill where a delay has not elapsed."""
+        cfg, t = self.cfg, frames.shape[-1]
+        steps = torch.arange(t, device=frames.device)
+        inputs = torch.empty_like(frames)
+        for k, delay in enumerate(cfg.delays):
+            lag = delay + (1 if k <= cfg.dep_q else 0)
+            src = (steps - lag).clamp(min=0)
+            initial = cfg.text_card if k == 0 else cfg.card
+            inputs[:, k] = torch.where(steps <= delay, initial, frames[:, k, src])
+        return inputs
+
+    def forward(self, frames: torch.Tensor, vision: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced pass for training. frames [B, 1 + n_q, T]; vision tokens [B, vision_tokens, vision_dim].
+
+        Returns text logits [B, T, text_card] (step t predicts text frame t) and audio logits
+        [B, dep_q, T, card] (step t predicts model audio frame t - delay_k; see `targets`)."""
+        cfg = self.cfg
+        state = self.init_state(frames.shape[0])
+        if vision is not None:
+            k, v = self.vision.keys_values(vision.to(self._param().dtype))
+            state["vision"] = {"k": k, "v": v, "on": torch.ones(frames.shape[0], dtype=torch.bool, device=k.device)}
+        out = self.temporal(self.delayed_inputs(frames), state)  # [B, T, dim]
+        text_logits = self.text_linear(out)
+        targets = self.targets(frames)
+        b, t = out.shape[:2]
+        flat = out.reshape(b * t, 1, -1)
+        previous = [targets[:, 0]] + [targets[:, k] for k in range(1, cfg.dep_q)]  # text, then each stream's
+        x = torch.cat([self.depformer_in[k](flat)
+                       + embed(self.depformer_text_emb if k == 0 else self.depformer_emb[k - 1],
+                               previous[k].reshape(b * t, 1).clamp(min=0))
+                       for k in range(cfg.dep_q)], dim=1)  # [B*T, dep_q, D]
+        for layer in self.depformer:
+            x = layer(x, 0, {})
+        audio_logits = torch.stack([self.linears[k](x[:, k]) for k in range(cfg.dep_q)], dim=1)
+        return text_logits, audio_logits.view(b, t, cfg.dep_q, -1).transpose(1, 2)
+
+    def targets(self, frames: torch.Tensor) -> torch.Tensor:
+        """What each step generates [B, 1 + dep_q, T]: text frame t and model audio frame t - delay_k
+        (-100, ignored by the loss, before a stream's delay has elapsed)."""
+        cfg, t = self.cfg, frames.shape[-1]
+        steps = torch.arange(t, device=frames.device)
+        out = torch.empty_like(frames[:, : cfg.dep_q + 1])
+        for k in range(cfg.dep_q + 1):
+            src = (steps - cfg.delays[k]).clamp(min=0)
+            out[:, k] = torch.where(steps < cfg.delays[k], -100, frames[:, k, src])
+        return out

@@ -1,0 +1,65 @@
+"""`tutti train <stage> --recipe tiny`: the recipes that make the bundled model (and, on GPUs, larger ones).
+
+Runs resume from the checkpoint in --out; start several processes with
+`torchrun --nproc-per-node N -m assistant.cli train ...` for data-parallel training.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from ..train.loop import Trainer, init_world
+
+STAGES = {"codec": "codec", "vision": "vision", "lm": "lm"}
+log = logging.getLogger(__name__)
+
+
+def run(args: argparse.Namespace) -> int:
+    module = importlib.import_module(f"assistant.train.{STAGES[args.stage]}")
+    if args.recipe not in module.RECIPES:
+        raise ValueError(f"unknown {args.stage} recipe {args.recipe!r}; choose from {', '.join(module.RECIPES)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but no CUDA GPU is available")
+    world = init_world(device)
+    if device.type == "cuda":
+        device = torch.device("cuda", world.rank % torch.cuda.device_count())
+    out = Path(args.out)
+    torch.manual_seed(args.seed)  # identical initial weights on every process
+    stage = module.stage(args.recipe, args.seed, out, **({"codec": Path(args.codec)} if args.stage == "lm" else {}))
+    schedule = stage.schedule if args.steps is None else replace(stage.schedule, steps=args.steps)
+    plot = Path(args.plot) if args.plot else None
+    trainer = Trainer(args.stage, stage.model, schedule, out, device, world, stage.export, plot)
+    if not args.restart and trainer.resume() and trainer.step >= schedule.steps:
+        log.info("%s: already trained to step %d (raise --steps to go on)", args.stage, trainer.step)
+        return 0
+    final = trainer.fit(stage.batch, stage.loss, until=args.until)
+    if world.main:
+        log.info("%s: done at step %d; %s; weights in %s", args.stage, trainer.step,
+                 ", ".join(f"{k} {v:.4f}" for k, v in final.items()), out)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a stage of the bundled model from its recipe (resumable)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stage", choices=sorted(STAGES), help="codec, then vision, then lm (which needs the trained codec)")
+    p.add_argument("--recipe", default="tiny", help="recipe name (default: tiny)")
+    p.add_argument("--out", default="runs/tiny", help="checkpoint, loss log and exported weights (default: runs/tiny)")
+    p.add_argument("--steps", type=int, help="train to this many steps instead of the recipe's")
+    p.add_argument("--until", type=int, help="stop at this step (the schedule stays the same); run again to go on")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
+    p.add_argument("--plot", help="write the loss plot (SVG) here at every checkpoint, e.g. docs/training/codec.svg")
+    p.add_argument("--codec", default="assistant/weights/tutti-tiny/codec.safetensors",
+                   help="lm stage: the trained codec that tokenizes the dialogues")
+    p.set_defaults(func=run, errors=(ValueError, OSError))

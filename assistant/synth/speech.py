@@ -1,0 +1,78 @@
+"""Speech from espeak-ng: several voices, speeds and pitches, with noise and room-like reverberation.
+
+The assistant always speaks with one clean voice (what the codec's decoder must
+render well); users speak with many voices, and the voices of held-out test
+cases are never used in training.
+"""
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from codec.audio import resample
+
+ASSISTANT_VOICE = "en-us+klatt3"
+TRAIN_VOICES = tuple(f"{lang}+{variant}" for lang in ("en-us", "en-gb", "en-gb-x-rp", "en-029")
+                     for variant in ("m1", "m2", "m3", "f1", "f2", "f3", "klatt", "klatt2"))
+HELD_OUT_VOICES = tuple(f"{lang}+{variant}" for lang in ("en-gb-scotland", "en-gb-x-gbclan")
+                        for variant in ("m4", "f4", "klatt4"))
+DITHER = 10 ** (-60 / 20)  # -60 dBFS: digital silence confuses recognizers and the codec alike
+
+
+class SpeechError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Voice:
+    name: str
+    speed: int = 165  # words per minute
+    pitch: int = 50  # 0..99
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, voices: tuple[str, ...]) -> Voice:
+        return cls(str(rng.choice(voices)), int(rng.integers(130, 200)), int(rng.integers(25, 75)))
+
+
+ASSISTANT = Voice(ASSISTANT_VOICE, 165, 50)
+
+
+def espeak(text: str, voice: Voice, sample_rate: int) -> torch.Tensor:
+    """Render text to a mono float waveform at sample_rate (trimmed of leading/trailing silence)."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise SpeechError("espeak-ng is not installed (Debian: apt-get install espeak-ng)")
+    run = subprocess.run([exe, "-v", voice.name, "-s", str(voice.speed), "-p", str(voice.pitch), "--stdout", text],
+                         capture_output=True, check=False)
+    if run.returncode or not run.stdout:
+        raise SpeechError(f"espeak-ng failed for voice {voice.name}: {run.stderr.decode(errors='replace').strip()}")
+    data, rate = sf.read(io.BytesIO(run.stdout), dtype="float32")
+    wav = resample(torch.from_numpy(np.ascontiguousarray(data)), rate, sample_rate)
+    loud = (wav.abs() > 0.01).nonzero()
+    if len(loud):
+        wav = wav[max(int(loud[0]) - sample_rate // 100, 0): int(loud[-1]) + sample_rate // 100]
+    return wav
+
+
+def room(wav: torch.Tensor, rng: np.random.Generator, sample_rate: int) -> torch.Tensor:
+    """Reverberation (an exponentially decaying noise tail), background noise at 15-40 dB SNR, and a level change."""
+    rt60 = rng.uniform(0.05, 0.4)
+    n = int(rt60 * sample_rate)
+    t = np.arange(n) / sample_rate
+    ir = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
+    ir[0] = 1.0
+    ir *= np.r_[1.0, np.full(n - 1, rng.uniform(0.0, 0.3) / max(np.abs(ir[1:]).sum() ** 0.5, 1e-6))]
+    x = np.convolve(wav.numpy(), ir)[: len(wav)]
+    x /= max(np.abs(x).max(), 1e-6)
+    noise = rng.standard_normal(len(x)) * 10 ** (-rng.uniform(15, 40) / 20) * np.sqrt(np.mean(x ** 2))
+    return torch.from_numpy((x + noise) * rng.uniform(0.2, 0.9)).float()
+
+
+def dither(wav: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    return wav + torch.from_numpy(rng.standard_normal(wav.shape[-1]) * DITHER).float()

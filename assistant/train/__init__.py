@@ -1,0 +1,1 @@
+"""Training recipes for tutti-tiny (`tutti train <stage> --recipe tiny`) and the loop they share."""

@@ -1,0 +1,75 @@
+"""The synthetic data generator: deterministic from a seed, answers that follow from the scene, real speech."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from assistant.synth.dialogue import describe, draw_turn, questions, vocabulary
+from assistant.synth.scenes import COLOURS, Item, Scene
+from assistant.synth.speech import ASSISTANT, HELD_OUT_VOICES, TRAIN_VOICES, Voice, espeak, room
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+
+def test_scenes_and_turns_are_deterministic_from_the_seed():
+    def draw(seed):
+        rng = np.random.default_rng(seed)
+        scene = Scene.draw(rng)
+        return scene, draw_turn(scene, rng), scene.render(64, rng)
+
+    (s1, t1, img1), (s2, t2, img2), (s3, _, img3) = draw(5), draw(5), draw(6)
+    assert s1 == s2 and t1 == t2 and np.array_equal(img1, img2)
+    assert not np.array_equal(img1, img3)
+
+
+def test_each_shape_is_drawn_in_its_colour_at_its_place():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        scene = Scene.draw(rng)
+        img = scene.render(240, rng)[..., ::-1].astype(float)  # BGR -> RGB
+        for it in scene.items:
+            x, y = round((it.col + 0.5 + it.dx) * 80), round((it.row + 0.5 + it.dy) * 80)
+            centre = img[y - 2:y + 3, x - 2:x + 3].reshape(-1, 3).mean(0)
+            nearest = min(COLOURS, key=lambda c: np.abs(np.array(COLOURS[c]) - centre).sum())
+            assert nearest == it.colour, (scene, it)
+
+
+def test_every_question_has_one_answer_that_follows_from_the_scene():
+    two = Scene((Item("circle", "red", 0, 1, 0, 0, 0.3, 0), Item("star", "blue", 2, 0, 0, 0, 0.3, 0)),
+                ((90, 90, 90), (90, 90, 90)), 3.0, (0.0, 0.0))
+    answers = {t.question: t.answer for t in questions(two)}
+    assert answers["what colour is the star"] == "the star is blue"
+    assert answers["where is the red one"] == "the red one is on the left"
+    assert answers["where is the star"] == "the star is on the right"
+    assert answers["how many shapes are there"] == "I see two shapes"
+    assert describe(two) == "I see a red circle and a blue star"
+    assert "what colour is it" not in answers  # ambiguous with two shapes
+    same = Scene(two.items[:1] + (Item("circle", "green", 1, 2, 0, 0, 0.3, 0),), two.background, 3.0, (0.0, 0.0))
+    assert describe(same) == "I see two circles"
+    assert {t.answer for t in questions(same) if t.question == "where is the green one"} == {"the green one is at the bottom"}
+
+
+def test_vocabulary_covers_questions_and_answers():
+    sentences = vocabulary()
+    assert "what shape is the purple one" in sentences and "the purple one is a triangle" in sentences
+    assert len(sentences) > 300
+
+
+def test_held_out_voices_are_never_training_voices():
+    assert not set(HELD_OUT_VOICES) & set(TRAIN_VOICES)
+    assert ASSISTANT.name not in TRAIN_VOICES + HELD_OUT_VOICES
+
+
+@needs_espeak
+def test_espeak_renders_speech_at_the_asked_rate_and_room_keeps_its_length():
+    rng = np.random.default_rng(0)
+    short = espeak("hi", ASSISTANT, 16_000)
+    long = espeak("what colour is the triangle on the left", Voice.draw(rng, TRAIN_VOICES), 16_000)
+    assert 0.1 < len(short) / 16_000 < len(long) / 16_000 < 4
+    assert long.abs().max() > 0.05
+    wet = room(long, rng, 16_000)
+    assert wet.shape == long.shape and torch.isfinite(wet).all()
+    assert not torch.allclose(wet / wet.abs().max(), long / long.abs().max(), atol=1e-2)
