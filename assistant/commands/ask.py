@@ -17,7 +17,7 @@ from codec import CheckpointError, CodecInputError
 from codec.audio import load_audio, save_audio
 from encoders import FrameError
 
-from .serve import MODELS, build_engine
+from .serve import MODEL_HELP, build_engine
 
 ASK_RATE = 48_000
 FRAME_RATE = 12.5  # engine steps per second
@@ -92,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     seen.add_argument("--image", type=Path, help="what the camera shows (any image OpenCV reads)")
     seen.add_argument("--video", type=Path, help="a video file or stream URL for the camera")
     p.add_argument("--output", type=Path, default=Path("answer.wav"), help="where the answer's speech goes")
-    p.add_argument("--model", choices=MODELS, default="tiny")
+    p.add_argument("--model", default="tiny", help=MODEL_HELP)
     p.add_argument("--listen", type=float, default=3.0, help="seconds to let the assistant answer (default 3)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_ask, errors=(CodecInputError, CheckpointError, FrameError, ValueError))

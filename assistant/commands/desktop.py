@@ -5,7 +5,9 @@ import argparse
 import asyncio
 import sys
 
-from .serve import MODELS, build_engine
+from codec.errors import CheckpointError
+
+from .serve import MODEL_HELP, build_engine
 
 
 def device(value: str | None) -> int | str | None:
@@ -62,11 +64,11 @@ def cmd_desktop(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("desktop", help="talk through this computer's microphone, speaker and camera",
                        description="Talk to the assistant with local devices (sounddevice, OpenCV).")
-    p.add_argument("--model", choices=MODELS, default="tiny")
+    p.add_argument("--model", default="tiny", help=MODEL_HELP)
     p.add_argument("--mic", help="input device index or name (default: the system's)")
     p.add_argument("--speaker", help="output device index or name (default: the system's)")
     p.add_argument("--camera", help="camera: a device index (0), a video file or a stream URL; none by default")
     p.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
     p.add_argument("--seconds", type=float, default=0, help="stop after this many seconds (default: run until Ctrl-C)")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_desktop, errors=(ValueError,))
+    p.set_defaults(func=cmd_desktop, errors=(ValueError, CheckpointError))

@@ -4,29 +4,37 @@ from __future__ import annotations
 import argparse
 import logging
 
+from codec.errors import CheckpointError
+
 
 log = logging.getLogger("tutti.serve")
-MODELS = ["echo", "tiny"]
+MODEL_HELP = ("echo: the bundled codec's round trip with no LM, a sound check; tiny: the bundled tutti-tiny "
+              "(default); or a directory of checkpoints (see README)")
 
 
 def build_engine(model: str, max_sessions: int):
-    """`echo`: codec round trip, no LM. `tiny`: the bundled model's architecture — RANDOM weights until
-    trained weights ship (it babbles; it does not answer)."""
-    from codec import preset
-    from encoders import SiglipVision, vision_preset
+    """`echo`: the bundled codec's round trip, no LM. `tiny` or a directory: codec, LM, tokenizer and
+    (where present) the vision encoder of that model."""
+    from codec import load_codec
+    from encoders import load_vision
 
     from ..engine import Engine
-    from ..model.config import lm_preset
-    from ..model.lm import StreamingLM
-    from .codec import random_codec
+    from ..model.checkpoint import load_lm
+    from ..model.tokenizer import TextTokenizer
+    from ..weights import model_files
 
-    codec = random_codec(preset("tiny"), seed=0)
+    files = model_files("tiny" if model == "echo" else model)
+    codec = load_codec(files.codec)
     if model == "echo":
         return Engine(codec, max_sessions=max_sessions)
-    log.warning("no trained model is bundled yet: serving the tiny architecture with RANDOM weights")
-    lm = StreamingLM(lm_preset("tiny")).eval()
-    vision = SiglipVision(vision_preset("tiny")).eval()
-    return Engine(codec, lm, vision=vision, max_sessions=max_sessions, vision_pool=2)
+    if files.lm is None or files.tokenizer is None:
+        raise ValueError(f"{model}: a conversational model needs lm.safetensors and tokenizer.model beside its codec")
+    lm = load_lm(files.lm)
+    tokenizer = TextTokenizer(files.tokenizer, lm.cfg.text_padding_id, lm.cfg.text_end_padding_id)
+    vision = load_vision(files.vision) if files.vision is not None else None
+    log.info("model %s: codec %s, LM %s, vision %s", model, files.codec.name, files.lm.name,
+             files.vision.name if files.vision else "none")
+    return Engine(codec, lm, vision=vision, tokenizer=tokenizer, max_sessions=max_sessions, greedy=True)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -45,7 +53,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run the assistant server: open http://HOST:PORT/ in a browser to talk to it.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--model", choices=MODELS, default="tiny",
-                   help="echo: codec round trip, a sound check; tiny: the bundled architecture (random weights for now)")
+    p.add_argument("--model", default="tiny", help=MODEL_HELP)
     p.add_argument("--max-sessions", type=int, default=16, help="sessions served at once; more are refused")
-    p.set_defaults(func=cmd_serve, errors=(ValueError,))
+    p.set_defaults(func=cmd_serve, errors=(ValueError, CheckpointError))

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         device = torch.device("cuda", world.rank % torch.cuda.device_count())
     out = Path(args.out)
     torch.manual_seed(args.seed)  # identical initial weights on every process
-    stage = module.stage(args.recipe, args.seed, out, **({"codec": Path(args.codec)} if args.stage == "lm" else {}))
+    stage = module.stage(args.recipe, args.seed, out, **({"codec": Path(args.codec)} if args.stage != "vision" else {}))
     schedule = stage.schedule if args.steps is None else replace(stage.schedule, steps=args.steps)
     plot = Path(args.plot) if args.plot else None
     trainer = Trainer(args.stage, stage.model, schedule, out, device, world, stage.export, plot)
@@ -61,5 +61,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
     p.add_argument("--plot", help="write the loss plot (SVG) here at every checkpoint, e.g. docs/training/codec.svg")
     p.add_argument("--codec", default="assistant/weights/tutti-tiny/codec.safetensors",
-                   help="lm stage: the trained codec that tokenizes the dialogues")
+                   help="lm: the trained codec that tokenizes the dialogues; codec with a decoder-only recipe: "
+                        "the codec whose decoder is fine-tuned")
     p.set_defaults(func=run, errors=(ValueError, OSError))

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from assistant.cli import main
@@ -69,3 +70,15 @@ def test_two_processes_train_data_parallel_on_gloo(tmp_path):
     assert train("vision", "--recipe", "smoke", "--out", str(tmp_path / "single")) == 0
     # The second process's batches reached the weights through the averaged gradients.
     assert not same(weights(tmp_path / "ddp" / "vision.safetensors"), weights(tmp_path / "single" / "vision.safetensors"))
+
+
+def test_decoder_fine_tuning_keeps_the_codes(tmp_path):
+    base, tuned = tmp_path / "base", tmp_path / "tuned"
+    assert train("codec", "--recipe", "smoke", "--out", str(base)) == 0
+    assert train("codec", "--recipe", "smoke-decoder", "--out", str(tuned), "--codec", str(base / "codec.safetensors")) == 0
+    before, after = weights(base / "codec.safetensors"), weights(tuned / "codec.safetensors")
+    fixed = [k for k in before if k.startswith(("encoder", "downsample", "quantizer"))]
+    trained = [k for k in before if k.startswith(("decoder", "upsample"))]
+    assert fixed and trained
+    assert all(torch.equal(before[k], after[k]) for k in fixed)
+    assert any(not torch.equal(before[k], after[k]) for k in trained)

@@ -1,0 +1,89 @@
+"""Measuring the bundled model: a speech recognizer over the domain's words, word error rate, answer checks.
+
+The recognizer (pocketsphinx's packaged English acoustic model) gets a bigram
+language model estimated from the domain's sentences, not a grammar of whole
+answers: a sentence grammar snaps damaged audio onto a valid answer and so
+cannot tell good speech from bad. Used by the tests and `bench/quality.py`;
+pocketsphinx and jiwer come with the test extras.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from codec.audio import resample
+
+from .synth.dialogue import vocabulary
+
+RATE = 16_000
+DITHER = 10 ** (-60 / 20)  # digital silence upsets the recognizer's noise estimate
+DISCOUNT = 0.5  # absolute discounting of bigram counts; the mass goes to the unigram back-off
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.lower().replace(",", " ").split())
+
+
+def bigram_arpa(sentences: list[str]) -> str:
+    """A back-off bigram language model in ARPA format (log10 probabilities)."""
+    unigrams: Counter[str] = Counter()
+    bigrams: Counter[tuple[str, str]] = Counter()
+    for s in sentences:
+        words = ["<s>", *normalise(s).split(), "</s>"]
+        unigrams.update(words)
+        bigrams.update(zip(words, words[1:]))
+    total = sum(c for w, c in unigrams.items() if w != "<s>")
+    p1 = {w: (c / total if w != "<s>" else 1e-99) for w, c in unigrams.items()}
+    followers: dict[str, list[str]] = {}
+    for a, b in bigrams:
+        followers.setdefault(a, []).append(b)
+    lines = ["\\data\\", f"ngram 1={len(unigrams)}", f"ngram 2={len(bigrams)}", "", "\\1-grams:"]
+    for w in sorted(unigrams):
+        after = followers.get(w, [])
+        if after:
+            left = DISCOUNT * len(after) / unigrams[w]
+            backoff = math.log10(left / max(1 - sum(p1[b] for b in after), 1e-9))
+        else:
+            backoff = 0.0
+        lines.append(f"{math.log10(p1[w]) if w != '<s>' else -99:.4f} {w} {backoff:.4f}")
+    lines += ["", "\\2-grams:"]
+    for (a, b), c in sorted(bigrams.items()):
+        lines.append(f"{math.log10((c - DISCOUNT) / unigrams[a]):.4f} {a} {b}")
+    lines += ["", "\\end\\", ""]
+    return "\n".join(lines)
+
+
+class Recognizer:
+    def __init__(self, sentences: list[str] | None = None) -> None:
+        from pocketsphinx import Decoder
+
+        self._dir = tempfile.TemporaryDirectory(prefix="tutti-asr-")
+        arpa = Path(self._dir.name) / "domain.arpa"
+        arpa.write_text(bigram_arpa(sentences if sentences is not None else vocabulary()))
+        self.decoder = Decoder(lm=str(arpa), samprate=RATE, logfn="/dev/null")
+
+    def transcribe(self, wav: torch.Tensor, sample_rate: int) -> str:
+        x = resample(wav.reshape(-1).float(), sample_rate, RATE).numpy()
+        x = x + np.random.default_rng(0).standard_normal(len(x)) * DITHER
+        pcm = (np.clip(x, -1, 1) * 32767).astype(np.int16).tobytes()
+        self.decoder.start_utt()
+        self.decoder.process_raw(pcm, full_utt=True)
+        self.decoder.end_utt()
+        hyp = self.decoder.hyp()
+        return normalise(hyp.hypstr) if hyp is not None else ""
+
+
+def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
+    import jiwer
+
+    return float(jiwer.wer([normalise(r) for r in references], [normalise(h) or "<empty>" for h in hypotheses]))
+
+
+def answer_correct(expected: str, said: str) -> bool:
+    """The caption states the expected answer (word for word, case and commas aside)."""
+    return normalise(expected) in normalise(said)
