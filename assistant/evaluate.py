@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import tempfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,9 @@ import torch
 
 from codec.audio import resample
 
-from .synth.dialogue import vocabulary
+from .synth.dialogue import Turn, draw_turn, vocabulary
+from .synth.scenes import Scene
+from .synth.speech import HELD_OUT_VOICES, Voice, dither, espeak, room
 
 RATE = 16_000
 DITHER = 10 ** (-60 / 20)  # digital silence upsets the recognizer's noise estimate
@@ -76,6 +79,29 @@ class Recognizer:
         self.decoder.end_utt()
         hyp = self.decoder.hyp()
         return normalise(hyp.hypstr) if hyp is not None else ""
+
+
+@dataclass(frozen=True)
+class Case:
+    """A held-out test case: a scene, a question about it in a voice never used in training."""
+    scene: Scene
+    turn: Turn
+    audio: np.ndarray  # half a second of quiet, then the spoken question, at `rate`
+    speech_end: float  # seconds into `audio` where the question ends
+    image: np.ndarray  # BGR camera frame
+    rate: int
+
+
+def held_out_cases(count: int, seed: int = 20_261_123, rate: int = RATE, image_size: int = 224) -> list[Case]:
+    rng = np.random.default_rng([seed, 7])
+    cases = []
+    for _ in range(count):
+        scene = Scene.draw(rng)
+        turn = draw_turn(scene, rng)
+        speech = room(espeak(turn.question, Voice.draw(rng, HELD_OUT_VOICES), rate), rng, rate)
+        audio = dither(torch.cat([torch.zeros(rate // 2), speech]), rng).numpy()
+        cases.append(Case(scene, turn, audio, len(audio) / rate, scene.render(image_size, rng), rate))
+    return cases
 
 
 def word_error_rate(references: list[str], hypotheses: list[str]) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from codec import CheckpointError, CodecInputError
 from codec.audio import load_audio, save_audio
 from encoders import FrameError
 
+from ..engine import Engine
 from .serve import MODEL_HELP, build_engine
 
 ASK_RATE = 48_000
@@ -56,31 +58,52 @@ def read_video(path: Path, fps: float) -> list[np.ndarray]:
     return frames
 
 
+@dataclass
+class Question:
+    audio: np.ndarray  # mono float samples at `rate`
+    rate: int
+    frames: list[np.ndarray] = field(default_factory=list)  # camera frames, one every other step; a still: one
+    moving: bool = False  # frames are a video (one every other step) rather than one still image
+
+
+def answer(engine: Engine, questions: list[Question], listen: float, seed: int = 0) -> list[tuple[np.ndarray, str]]:
+    """Each question as its own session, all stepped together: everything the assistant says from the moment
+    the question starts until `listen` seconds after its audio ends (a full-duplex model may start answering
+    in a quiet tail of the question's audio), as speech and captions."""
+    sessions = [engine.add_session(seed=seed + i) for i in range(len(questions))]
+    try:
+        heard = [int(len(q.audio) / q.rate / engine.frame_seconds) for q in questions]
+        for session, q in zip(sessions, questions):
+            session.push_audio(q.audio, q.rate)
+        audio: list[list[np.ndarray]] = [[] for _ in questions]
+        text: list[list[str]] = [[] for _ in questions]
+        for step in range(max(heard) + int(listen / engine.frame_seconds)):
+            for session, q in zip(sessions, questions):
+                if q.frames and (q.moving or step == 0):
+                    session.push_video(q.frames[min(step // 2, len(q.frames) - 1)])
+            engine.step()
+            for i, session in enumerate(sessions):
+                out = session.pop_output()
+                if step < heard[i] + int(listen / engine.frame_seconds):
+                    audio[i].append(out.audio)
+                    text[i].append(out.text)
+        return [(np.concatenate(a) if a else np.zeros(0, np.float32), "".join(t).strip()) for a, t in zip(audio, text)]
+    finally:
+        for session in sessions:
+            engine.remove_session(session)
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
-    question = load_audio(args.audio, ASK_RATE)[0].numpy()  # inputs first: a bad file fails fast
-    frames: list[np.ndarray] = []
+    question = Question(load_audio(args.audio, ASK_RATE)[0].numpy(), ASK_RATE)  # inputs first: a bad file fails fast
     if args.image is not None:
-        frames = [read_image(args.image)]
+        question.frames = [read_image(args.image)]
     elif args.video is not None:
-        frames = read_video(args.video, fps=FRAME_RATE / 2)  # a frame every other step
+        question.frames, question.moving = read_video(args.video, fps=FRAME_RATE / 2), True
     engine = build_engine(args.model, 1)
-    session = engine.add_session(seed=args.seed)
-    session.push_audio(question, ASK_RATE)
-    steps = int(len(question) / ASK_RATE / engine.frame_seconds) + int(args.listen / engine.frame_seconds)
-    heard_steps = int(len(question) / ASK_RATE / engine.frame_seconds)
-    audio, text = [], []
-    for step in range(steps):
-        if frames and (args.video is not None or step == 0):
-            session.push_video(frames[min(step // 2, len(frames) - 1)])
-        engine.step()
-        out = session.pop_output()
-        if step >= heard_steps:  # the answer: what the assistant says once the question is over
-            audio.append(out.audio)
-            text.append(out.text)
-    answer = torch.from_numpy(np.concatenate(audio) if audio else np.zeros(0, np.float32))
-    save_audio(args.output, answer[None], engine.codec.sample_rate)
-    print("".join(text).strip())
-    print(f"wrote {args.output} ({len(answer) / engine.codec.sample_rate:.2f} s)", file=sys.stderr)
+    speech, text = answer(engine, [question], args.listen, args.seed)[0]
+    save_audio(args.output, torch.from_numpy(speech)[None], engine.codec.sample_rate)
+    print(text)
+    print(f"wrote {args.output} ({len(speech) / engine.codec.sample_rate:.2f} s)", file=sys.stderr)
     return 0
 
 

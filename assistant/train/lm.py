@@ -35,7 +35,6 @@ from ..synth.speech import ASSISTANT, TRAIN_VOICES, Voice, dither, espeak, room
 from .loop import Schedule, Stage
 
 PAD_WEIGHT = 0.2  # most text frames are padding; the words matter more
-GAP_FRAMES = 0  # silent frames between the assistant's words (each word already ends in a partial frame of silence)
 
 
 @dataclass(frozen=True)
@@ -48,8 +47,8 @@ class LMRecipe:
 
 
 RECIPES = {
-    "tiny": LMRecipe(lm_preset("tiny"), Schedule(steps=4000, lr=1e-3, warmup=200, save_every=250), batch=16,
-                     frames=96, examples=6000),
+    "tiny": LMRecipe(lm_preset("tiny"), Schedule(steps=3000, lr=1e-3, warmup=200, save_every=250), batch=16,
+                     frames=88, examples=5000),
     "smoke": LMRecipe(lm_preset("test").with_(card=32, n_q=8, dep_q=4, delays=(0, 0, 1, 1, 1, 0, 1, 1, 1), text_card=80,
                                               vision_dim=32, vision_tokens=64),
                       Schedule(steps=4, lr=1e-3, warmup=1, save_every=2, log_every=2), batch=2, frames=40, examples=3),
@@ -73,59 +72,101 @@ def train_tokenizer(path: Path) -> TextTokenizer:
     return TextTokenizer(path)
 
 
-class Renderer:
-    """Turns (scene, turn, voice) into the model's streams with the frozen codec and vision encoder."""
+LEAD_FRAMES = 6  # quiet frames encoded before a speech segment, so its codes start from a settled state
+SILENCE_SECONDS = 60  # a pool of encoded quiet, sliced to fill the streams between speech
 
-    def __init__(self, codec: MimiCodec, vision: SiglipVision, tokenizer: TextTokenizer, cfg: LMConfig, frames: int):
+
+class Renderer:
+    """Turns (scene, turn, voice) into the model's streams with the frozen codec and vision encoder.
+
+    Only speech is encoded: a question, or one of the assistant's words, each once after a few frames of
+    quiet, frame-aligned; the streams between are filled with slices of a pool of encoded quiet. That is
+    about 4x cheaper than encoding whole streams and gives the same codes up to the codec's memory of
+    what came before the lead-in."""
+
+    def __init__(self, codec: MimiCodec, vision: SiglipVision, tokenizer: TextTokenizer, cfg: LMConfig, frames: int,
+                 seed: int = 0):
         self.codec, self.vision, self.tokenizer, self.cfg, self.frames = codec, vision, tokenizer, cfg, frames
         self.sr, self.frame = codec.cfg.sample_rate, codec.cfg.frame_size
+        self.rng = np.random.default_rng([seed, 5])
+        self.silence = self._encode([torch.zeros(SILENCE_SECONDS * self.sr)], lead=0)[0]
         self._words: dict[str, torch.Tensor] = {}
 
+    @torch.no_grad()
+    def _encode(self, clips: list[torch.Tensor], lead: int = LEAD_FRAMES) -> list[torch.Tensor]:
+        """Codes [K, frames] of each clip (padded to whole frames) after `lead` frames of dithered quiet."""
+        n = [-(-len(c) // self.frame) for c in clips]
+        batch = torch.zeros(len(clips), 1, (lead + max(n)) * self.frame)
+        for i, c in enumerate(clips):
+            batch[i, 0, lead * self.frame: lead * self.frame + len(c)] = c
+        batch = dither(batch.view(-1), self.rng).view_as(batch)
+        codes = self.codec.encode(batch)
+        return [codes[i, :, lead: lead + k] for i, k in enumerate(n)]
+
     def word(self, w: str) -> torch.Tensor:
-        """The assistant's rendering of one word, padded with silence to whole frames."""
+        """Codes of the assistant saying one word (rendered once, padded with quiet to whole frames)."""
         if w not in self._words:
-            wav = espeak(w, ASSISTANT, self.sr) * 0.7
-            self._words[w] = F.pad(wav, (0, -len(wav) % self.frame + self.frame * GAP_FRAMES))
+            self._words[w] = self._encode([espeak(w, ASSISTANT, self.sr) * 0.7])[0]
         return self._words[w]
 
-    @torch.no_grad()
-    def example(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """One dialogue turn -> frames [1 + n_q, T] (int16) and vision tokens [N, D] (float16)."""
+    def _quiet(self, length: int) -> torch.Tensor:
+        start = int(self.rng.integers(self.silence.shape[1] - length + 1))
+        return self.silence[:, start: start + length]
+
+    def layout(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[str, ...], int]:
+        """One turn: text stream [T], the question's audio, pixels [3, S, S], the answer's words, the question's
+        first frame."""
         scene = Scene.draw(rng)
         turn = draw_turn(scene, rng)
-        total = self.frames * self.frame
-        user = torch.zeros(total)
         question = room(espeak(turn.question, Voice.draw(rng, TRAIN_VOICES), self.sr), rng, self.sr)
-        start = int(rng.uniform(0.2, 1.2) * self.sr)
-        question = question[: total - start]
-        user[start: start + len(question)] = question
-        answer_frame = (start + len(question)) // self.frame + 1 + int(rng.integers(3, 7))
-        model = torch.zeros(total)
+        first = int(rng.uniform(0.3, 2.0) / (self.frame / self.sr))
+        question = question[: (self.frames - first) * self.frame]
+        at = first + -(-len(question) // self.frame) + int(rng.integers(4, 8))  # the answer's first frame
         text = torch.full((self.frames,), self.cfg.text_padding_id, dtype=torch.long)
-        at = answer_frame
+        said = []
         for w in words(turn.answer):
-            clip = self.word(w)
-            if at * self.frame + len(clip) > total:
+            length = self.word(w).shape[1]
+            if at + length > self.frames:
                 break
             ids = self.tokenizer.encode(w)
             text[at: at + len(ids)] = torch.tensor(ids)
-            model[at * self.frame: at * self.frame + len(clip)] = clip
-            at += len(clip) // self.frame
-        audio = torch.stack([dither(model, rng), dither(user, rng)])[:, None]  # [2, 1, T]
-        codes = self.codec.encode(audio)  # [2, K, frames]
-        frames = torch.cat([text[None], codes[0], codes[1]])[:, : self.frames]
-        pixels = to_pixels(scene.render(self.vision.cfg.image_size * 2, rng, t=float(rng.uniform(0, 2))),
-                           self.vision.cfg.image_size)
-        return frames.to(torch.int16), self.vision(pixels[None])[0].half()
+            said.append(w)
+            at += length
+        size = self.vision.cfg.image_size
+        pixels = to_pixels(scene.render(size * 2, rng, t=float(rng.uniform(0, 2))), size)
+        return text, question, pixels, tuple(said), first
+
+    def _stream(self, segments: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
+        """Codes [K, T]: quiet, with each (first frame, codes) segment written over it."""
+        out = self._quiet(self.frames).clone()
+        for at, codes in segments:
+            out[:, at: at + codes.shape[1]] = codes[:, : self.frames - at]
+        return out
+
+    @torch.no_grad()
+    def examples(self, rng: np.random.Generator, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`count` turns -> frames [count, 1 + n_q, T] (int16) and vision tokens [count, N, D] (float16)."""
+        turns = [self.layout(rng) for _ in range(count)]
+        questions = self._encode([t[1] for t in turns])
+        frames = []
+        for (text, _, _, said, first), user in zip(turns, questions):
+            answer_at = int((text != self.cfg.text_padding_id).nonzero()[0]) if said else self.frames
+            segments, at = [], answer_at
+            for w in said:
+                segments.append((at, self.word(w)))
+                at += self.word(w).shape[1]
+            frames.append(torch.cat([text[None], self._stream(segments), self._stream([(first, user)])]))
+        return torch.stack(frames).to(torch.int16), self.vision(torch.stack([t[2] for t in turns])).half()
 
 
-def dialogues(recipe: LMRecipe, renderer: Renderer, seed: int, cache: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def dialogues(recipe: LMRecipe, renderer: Renderer, seed: int, cache: Path, group: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
     if cache.exists():
         saved = torch.load(cache, weights_only=True)
         return saved["frames"], saved["vision"]
     rng = np.random.default_rng([seed, 3])
-    made = [renderer.example(rng) for _ in progress(range(recipe.examples), recipe.examples, "rendering dialogues")]
-    frames, vision = torch.stack([m[0] for m in made]), torch.stack([m[1] for m in made])
+    sizes = [min(group, recipe.examples - i) for i in range(0, recipe.examples, group)]
+    made = [renderer.examples(rng, n) for n in progress(sizes, len(sizes), f"rendering {recipe.examples} dialogues")]
+    frames, vision = torch.cat([m[0] for m in made]), torch.cat([m[1] for m in made])
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"frames": frames, "vision": vision}, cache)
     return frames, vision
@@ -150,7 +191,7 @@ def stage(recipe_name: str, seed: int, out: Path, codec: Path) -> Stage:
     vision = load_vision(out / "vision.safetensors") if (out / "vision.safetensors").exists() else None
     if vision is None:
         raise FileNotFoundError(f"train the vision stage first: {out / 'vision.safetensors'} is missing")
-    renderer = Renderer(load_codec(codec).eval(), vision.eval(), tokenizer, recipe.config, recipe.frames)
+    renderer = Renderer(load_codec(codec).eval(), vision.eval(), tokenizer, recipe.config, recipe.frames, seed)
     frames, tokens = dialogues(recipe, renderer, seed, out / "lm-dialogues.pt")
 
     def batch(step: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:

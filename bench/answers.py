@@ -1,0 +1,72 @@
+"""The bundled model on held-out cases (scenes and voices never used in training), run through the same
+code as `tutti ask`: how often the caption gives the right answer, how intelligible the spoken answer is
+(recognizer WER against espeak's own rendering of the same answers), and how soon the answer starts.
+
+    .venv/bin/python bench/answers.py [--cases 200] [--model tiny] [--batch 50]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from assistant.commands.ask import Question, answer  # noqa: E402
+from assistant.commands.serve import build_engine  # noqa: E402
+from assistant.evaluate import Recognizer, answer_correct, held_out_cases, word_error_rate  # noqa: E402
+from assistant.synth.speech import ASSISTANT, espeak  # noqa: E402
+
+LISTEN = 4.0
+
+
+def first_sound(audio: np.ndarray, rate: int, threshold: float = 0.02) -> float | None:
+    loud = np.flatnonzero(np.abs(audio) > threshold)
+    return None if not len(loud) else loud[0] / rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", type=int, default=200)
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--batch", type=int, default=50, help="sessions stepped together")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    engine = build_engine(args.model, args.batch)
+    rate = engine.codec.sample_rate
+    cases = held_out_cases(args.cases)
+    results = []
+    for start in range(0, len(cases), args.batch):
+        part = cases[start: start + args.batch]
+        results += answer(engine, [Question(c.audio, c.rate, [c.image]) for c in part], LISTEN)
+        print(f"  {len(results)}/{len(cases)} cases", file=sys.stderr, flush=True)
+    by_intent: dict[str, list[bool]] = defaultdict(list)
+    for case, (_, text) in zip(cases, results):
+        by_intent[case.turn.intent].append(answer_correct(case.turn.answer, text))
+    correct = [ok for oks in by_intent.values() for ok in oks]
+    print(f"model {args.model}: {len(cases)} held-out cases; captions correct {100 * np.mean(correct):.1f}%")
+    for intent, oks in sorted(by_intent.items()):
+        print(f"  {intent:<7} {100 * np.mean(oks):5.1f}% of {len(oks)}")
+    for case, (_, text) in list(zip(cases, results))[:8]:
+        print(f"  asked {case.turn.question!r}: expected {case.turn.answer!r}, captioned {text!r}")
+    recognizer = Recognizer()
+    expected = [c.turn.answer for c in cases]
+    clean = word_error_rate(expected, [recognizer.transcribe(espeak(a, ASSISTANT, rate), rate) for a in expected])
+    spoken = word_error_rate(expected, [recognizer.transcribe(torch.from_numpy(a), rate) for a, _ in results])
+    print(f"spoken answers: recognizer WER {100 * spoken:.1f}% (espeak's own rendering of the answers: {100 * clean:.1f}%)")
+    onsets = [t - c.speech_end for c, (a, _) in zip(cases, results) if (t := first_sound(a, rate)) is not None]
+    if onsets:
+        print(f"answer audio starts {statistics.median(onsets):.2f} s (median) after the question ends "
+              f"({len(onsets)}/{len(results)} answers made a sound; "
+              f"{sum(t < 0 for t in onsets)} spoke before the question ended)")
+
+
+if __name__ == "__main__":
+    main()
