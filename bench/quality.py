@@ -24,10 +24,10 @@ from codec.checkpoint import load_codec  # noqa: E402
 
 
 def round_trip(codec, wav: torch.Tensor) -> torch.Tensor:
+    d = codec.cfg.output_delay  # the decoder's output lags; feed enough quiet to flush it
     with torch.inference_mode():
-        out = codec.decode(codec.encode(wav[None, None]))[0, 0]
-    d = codec.cfg.output_delay
-    return out[d: d + len(wav)] if d else out[: len(wav)]
+        out = codec.decode(codec.encode(torch.nn.functional.pad(wav, (0, d))[None, None]))[0, 0]
+    return out[d: d + len(wav)]
 
 
 def scores(clean: list[torch.Tensor], decoded: list[torch.Tensor], rate: int) -> tuple[float, float]:

@@ -54,8 +54,10 @@ def moshi_to_ours(tensors: dict[str, torch.Tensor], cfg: LMConfig) -> dict[str, 
     return rename_keys(_split_stacked(tensors, cfg.dep_q), MOSHI_KEYS)
 
 
-def save_lm(model: StreamingLM, path: str | Path) -> None:
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+def save_lm(model: StreamingLM, path: str | Path, dtype: torch.dtype | None = None) -> None:
+    """Our format; `dtype` stores floating-point weights at that precision (e.g. fp16 to halve the file)."""
+    tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
+               for k, v in model.state_dict().items()}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata={"format": LM_FORMAT, "config": model.cfg.to_json()})
 

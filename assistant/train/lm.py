@@ -199,4 +199,4 @@ def stage(recipe_name: str, seed: int, out: Path, codec: Path) -> Stage:
         return frames[pick], tokens[pick]
 
     return Stage(model=StreamingLM(recipe.config), schedule=recipe.schedule, batch=batch, loss=lm_loss,
-                 export=lambda model: save_lm(model, out / "lm.safetensors"))
+                 export=lambda model: save_lm(model, out / "lm.safetensors", dtype=torch.float16))

@@ -1,0 +1,72 @@
+"""The bundled model, trained: held-out cases (scenes, and voices never used in training) through the same code
+as `tutti ask`; the codec's round trip and the spoken answers judged by a speech recognizer."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from assistant.commands.ask import Question, answer
+from assistant.commands.serve import build_engine
+from assistant.evaluate import Recognizer, answer_correct, held_out_cases, word_error_rate
+from assistant.synth.dialogue import vocabulary
+from assistant.synth.speech import ASSISTANT, dither, espeak
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+CASES = 200
+LISTEN = 4.0
+
+
+@pytest.fixture(scope="module")
+def recognizer():
+    return Recognizer()
+
+
+@pytest.fixture(scope="module")
+def answered():
+    engine = build_engine("tiny", 50)
+    cases = held_out_cases(CASES)
+    results = []
+    for start in range(0, CASES, 50):
+        part = cases[start: start + 50]
+        results += answer(engine, [Question(c.audio, c.rate, [c.image]) for c in part], LISTEN)
+    return engine, cases, results
+
+
+def test_captions_answer_held_out_questions(answered):
+    _, cases, results = answered
+    correct = [answer_correct(c.turn.answer, text) for c, (_, text) in zip(cases, results)]
+    for c, (_, text) in list(zip(cases, results))[:10]:
+        print(f"{c.turn.question!r} -> {text!r} (expected {c.turn.answer!r})")
+    accuracy = float(np.mean(correct))
+    print(f"caption accuracy on {CASES} held-out cases: {accuracy:.1%}")
+    assert accuracy >= MIN_ACCURACY
+
+
+def test_spoken_answers_are_intelligible(answered, recognizer):
+    engine, cases, results = answered
+    rate = engine.codec.sample_rate
+    expected = [c.turn.answer for c in cases]
+    clean = word_error_rate(expected, [recognizer.transcribe(espeak(a, ASSISTANT, rate), rate) for a in expected])
+    spoken = word_error_rate(expected, [recognizer.transcribe(torch.from_numpy(a), rate) for a, _ in results])
+    print(f"recognizer WER: spoken answers {spoken:.1%}, espeak's rendering {clean:.1%}")
+    assert spoken <= clean + MAX_WER_GAP
+
+
+def test_codec_round_trip_keeps_the_assistant_intelligible(recognizer):
+    from codec import load_codec
+    from assistant.weights import BUNDLED
+
+    codec = load_codec(BUNDLED / "codec.safetensors")
+    rate, d = codec.sample_rate, codec.cfg.output_delay
+    rng = np.random.default_rng(99)
+    sentences = [str(s) for s in rng.choice(vocabulary(), 40)]
+    clean = [dither(espeak(s, ASSISTANT, rate) * 0.7, rng) for s in sentences]
+    with torch.inference_mode():
+        decoded = [codec.decode(codec.encode(torch.nn.functional.pad(c, (0, d))[None, None]))[0, 0, d:] for c in clean]
+    before = word_error_rate(sentences, [recognizer.transcribe(c, rate) for c in clean])
+    after = word_error_rate(sentences, [recognizer.transcribe(x, rate) for x in decoded])
+    print(f"recognizer WER on the assistant's voice: clean {before:.1%}, after the codec {after:.1%}")
+    assert after <= before + MAX_CODEC_WER_GAP
