@@ -74,6 +74,7 @@ def train_tokenizer(path: Path) -> TextTokenizer:
 
 LEAD_FRAMES = 6  # quiet frames encoded before a speech segment, so its codes start from a settled state
 SILENCE_SECONDS = 60  # a pool of encoded quiet, sliced to fill the streams between speech
+ANSWER_PAUSE = 4  # frames from the end of the question to the answer: one fixed pause is easiest to learn
 
 
 class Renderer:
@@ -121,7 +122,7 @@ class Renderer:
         question = room(espeak(turn.question, Voice.draw(rng, TRAIN_VOICES), self.sr), rng, self.sr)
         first = int(rng.uniform(0.3, 2.0) / (self.frame / self.sr))
         question = question[: (self.frames - first) * self.frame]
-        at = first + -(-len(question) // self.frame) + int(rng.integers(4, 8))  # the answer's first frame
+        at = first + -(-len(question) // self.frame) + ANSWER_PAUSE  # the answer's first frame
         text = torch.full((self.frames,), self.cfg.text_padding_id, dtype=torch.long)
         said = []
         for w in words(turn.answer):

@@ -29,6 +29,7 @@ from ..session import Session
 log = logging.getLogger("tutti.webrtc")
 RATE = 48_000  # Opus
 PIECE = 960  # 20 ms at 48 kHz
+MAX_BACKLOG_FRAMES = 1  # engine frames of speech the outgoing track may hold
 VIDEO_FPS = 5.0
 MAX_OFFER = 64 * 1024
 
@@ -59,11 +60,16 @@ class SpeechTrack(MediaStreamTrack):
             self.start = time.monotonic()
         due = self.start + self.sent / RATE
         await asyncio.sleep(max(0.0, due - time.monotonic()))
-        while self.buffer.shape[0] < PIECE and (out := self.session.pop_output()) is not None:
+        while (out := self.session.pop_output()) is not None:
             more = self.resampler(torch.from_numpy(out.audio)).numpy()
             self.buffer = np.concatenate([self.buffer, more])
             if out.text and self.channel is not None and self.channel.readyState == "open":
                 self.channel.send(json.dumps({"type": "caption", "text": out.text, "step": out.step}))
+        # Speech queued beyond one engine frame is stale (e.g. made before the peer connected): skip it, or
+        # it would delay everything after it for the rest of the call.
+        bound = MAX_BACKLOG_FRAMES * RATE * self.session.frame_size // self.session.sample_rate
+        if self.buffer.shape[0] > bound + PIECE:
+            self.buffer = self.buffer[-bound:]
         if self.buffer.shape[0] >= PIECE:
             piece, self.buffer = self.buffer[:PIECE], self.buffer[PIECE:]
         else:
