@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,8 @@ from .session import Session
 log = logging.getLogger("tutti.engine")
 VOICE_RMS = 0.01  # input level (about -40 dBFS) taken as the user speaking
 VOICE_HANGOVER = 12  # steps the "speaking" rate lasts after the last loud frame (about 1 s)
+PHASE_GUARD = 0.01  # the clock aims to step this long after input frames complete (network jitter margin)
+PHASE_GAIN = 0.5  # fraction of the phase error corrected per step
 SPEAKING_EVERY, SILENT_EVERY = 2, 6  # steps between camera frames encoded: 6.25 / about 2 per second
 
 
@@ -64,6 +67,7 @@ class Engine:
         self.sessions: list[Session] = []
         self._encoders: dict[int, SparseEncoder] = {}
         self._state: dict | None = None
+        self._started = 0.0  # time.monotonic() of the last step
         self._lock = threading.Lock()  # joins/leaves vs. a step running in a worker thread
         self.last_step: tuple[float, dict[str, float]] | None = None
         self.on_step: Callable[[StepReport], None] | None = None  # an observer (metrics), outside the data path
@@ -110,6 +114,7 @@ class Engine:
             if not self.sessions:
                 return
             start = time.perf_counter()
+            self._started = time.monotonic()
             sessions, state = list(self.sessions), self._state
             late_before = sum(s.timings.late_frames for s in sessions)
             dropped_before = sum(s.timings.dropped_output for s in sessions)
@@ -168,6 +173,19 @@ class Engine:
             self.lm.update_vision(state["lm"], row, result.tokens, changed=result.changed)
 
     # -- the clock -------------------------------------------------------------------------------
+    def _phase_shift(self) -> float:
+        """How far to move the next tick so that steps come just after sessions' input frames complete:
+        a tick at a random phase would hold each frame for half a frame period on average."""
+        period = self.frame_seconds
+        errors = []
+        for s in list(self.sessions):
+            if s.last_ready is not None and self._started - s.last_ready < 4 * period:
+                since = (self._started - s.last_ready) % period  # how long after a frame completed we ticked
+                errors.append((since - PHASE_GUARD + period / 2) % period - period / 2)
+        if not errors:
+            return 0.0
+        return max(-period / 4, min(period / 4, -PHASE_GAIN * statistics.median(errors)))
+
     async def run(self, stop: asyncio.Event) -> None:
         """Step every frame period until `stop` is set; the step runs in a worker thread so that the
         event loop (transports) stays responsive. A step that overruns is followed at once by the next."""
@@ -176,7 +194,7 @@ class Engine:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tutti-engine") as worker:
             while not stop.is_set():
                 await loop.run_in_executor(worker, self.step)
-                next_at += self.frame_seconds
+                next_at += self.frame_seconds + self._phase_shift()
                 delay = next_at - loop.time()
                 if delay < -self.frame_seconds:  # far behind: do not try to catch up in a burst
                     next_at, delay = loop.time(), 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ class Output:
     audio: np.ndarray  # float32 [frame_size]
     text: str
     step: int
+    ready_at: float | None = None  # time.monotonic() when the input frame it answers was complete (None: late)
 
 
 @dataclass
@@ -36,6 +38,9 @@ class Timings:
     late_frames: int = 0  # steps with no input ready: stepped with silence
     dropped_output: int = 0  # frames dropped because nobody read them
     stages: dict[str, float] = field(default_factory=dict)
+    # seconds from an input frame being complete to its output's first sample leaving the transport:
+    # all that our plumbing adds to the codec's own frame and delay (recent frames, kept by transports)
+    plumbing: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
 
     def add(self, stage: str, seconds: float) -> None:
         self.stages[stage] = self.stages.get(stage, 0.0) + seconds
@@ -49,6 +54,9 @@ class Session:
         self.frame_size, self.sample_rate = frame_size, sample_rate
         self._resamplers: dict[int, StreamingResampler] = {}
         self._pending = torch.zeros(0)
+        self._ready: deque[float] = deque()  # when each whole frame in _pending was complete
+        self._frame_ready: float | None = None
+        self.last_ready: float | None = None  # when the newest whole input frame was complete (the clock aligns to it)
         self._max_pending = int(max_buffer_s * sample_rate)
         self.video: np.ndarray | None = None  # latest camera frame, replaced by each new one
         self.outputs: deque[Output] = deque(maxlen=max_output_frames)
@@ -84,6 +92,13 @@ class Session:
             excess = self._pending.shape[0] - self._max_pending
             if excess > 0:  # the engine fell behind or the client floods: keep the newest audio
                 self._pending = self._pending[excess:]
+            whole = self._pending.shape[0] // self.frame_size
+            while len(self._ready) > whole:
+                self._ready.popleft()
+            now = time.monotonic()
+            while len(self._ready) < whole:
+                self._ready.append(now)
+                self.last_ready = now
 
     def push_video(self, frame: np.ndarray) -> None:
         self.video = frame
@@ -98,8 +113,10 @@ class Session:
         with self._lock:
             if self._pending.shape[0] < self.frame_size:
                 self.timings.late_frames += 1
+                self._frame_ready = None
                 return torch.zeros(self.frame_size)
             frame, self._pending = self._pending[: self.frame_size], self._pending[self.frame_size:]
+            self._frame_ready = self._ready.popleft()
             return frame
 
     def take_video(self) -> np.ndarray | None:
@@ -110,5 +127,5 @@ class Session:
         with self._lock:
             if len(self.outputs) == self.outputs.maxlen:
                 self.timings.dropped_output += 1
-            self.outputs.append(Output(audio, text, self.timings.steps))
+            self.outputs.append(Output(audio, text, self.timings.steps, self._frame_ready))
             self.timings.steps += 1

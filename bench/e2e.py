@@ -73,7 +73,10 @@ async def run(model: str, threshold: float) -> None:
     await site.start()
     url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/"
     steps: list[tuple[float, dict]] = []
-    engine.on_step = lambda r: steps.append((r.seconds, r.stages))
+    plumbing: list[float] = []
+    engine.on_step = lambda r: (steps.append((r.seconds, r.stages)),
+                                plumbing.extend(p for s in engine.sessions for p in s.timings.plumbing),
+                                [s.timings.plumbing.clear() for s in engine.sessions])
     with tempfile.TemporaryDirectory() as tmp:
         latency = await mouth_to_ear(url, click_wav(Path(tmp) / "click.wav"), threshold)
     await runner.cleanup()
@@ -86,6 +89,12 @@ async def run(model: str, threshold: float) -> None:
             print(f"  server {stage:>6}: median {statistics.median(values):6.2f} ms, p90 {np.percentile(values, 90):6.2f} ms")
         total = [1000 * s for s, _ in steps]
         print(f"  server step : median {statistics.median(total):6.2f} ms, p90 {np.percentile(total, 90):6.2f} ms")
+    if plumbing:
+        ms = [1000 * p for p in plumbing]
+        step = statistics.median(1000 * s for s, _ in steps) if steps else 0.0
+        print(f"  plumbing (input frame complete -> its output's first sample handed to WebRTC): median "
+              f"{statistics.median(ms):6.2f} ms, p90 {np.percentile(ms, 90):6.2f} ms over {len(ms)} frames; "
+              f"less the step's own compute: {statistics.median(ms) - step:6.2f} ms")
 
 
 def capacity(model: str, sessions: list[int]) -> None:

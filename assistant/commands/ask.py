@@ -73,12 +73,13 @@ def answer(engine: Engine, questions: list[Question], listen: float, seed: int =
     sessions = [engine.add_session(seed=seed + i) for i in range(len(questions))]
     try:
         heard = [int(len(q.audio) / q.rate / engine.frame_seconds) for q in questions]
-        for session, q in zip(sessions, questions):
-            session.push_audio(q.audio, q.rate)
         audio: list[list[np.ndarray]] = [[] for _ in questions]
         text: list[list[str]] = [[] for _ in questions]
         for step in range(max(heard) + int(listen / engine.frame_seconds)):
-            for session, q in zip(sessions, questions):
+            for session, q in zip(sessions, questions):  # the microphone delivers a frame's worth per step
+                chunk = round(q.rate * engine.frame_seconds)
+                if step * chunk < len(q.audio):
+                    session.push_audio(q.audio[step * chunk: (step + 1) * chunk], q.rate)
                 if q.frames and (q.moving or step == 0):
                     session.push_video(q.frames[min(step // 2, len(q.frames) - 1)])
             engine.step()

@@ -47,8 +47,8 @@ class LMRecipe:
 
 
 RECIPES = {
-    "tiny": LMRecipe(lm_preset("tiny"), Schedule(steps=3000, lr=1e-3, warmup=200, save_every=250), batch=16,
-                     frames=88, examples=5000),
+    "tiny": LMRecipe(lm_preset("tiny"), Schedule(steps=2500, lr=1e-3, warmup=200, save_every=250), batch=16,
+                     frames=88, examples=6000),
     "smoke": LMRecipe(lm_preset("test").with_(card=32, n_q=8, dep_q=4, delays=(0, 0, 1, 1, 1, 0, 1, 1, 1), text_card=80,
                                               vision_dim=32, vision_tokens=64),
                       Schedule(steps=4, lr=1e-3, warmup=1, save_every=2, log_every=2), batch=2, frames=40, examples=3),

@@ -61,6 +61,9 @@ class SpeechTrack(MediaStreamTrack):
         due = self.start + self.sent / RATE
         await asyncio.sleep(max(0.0, due - time.monotonic()))
         while (out := self.session.pop_output()) is not None:
+            if out.ready_at is not None:  # its first sample leaves with the piece that holds it, 20 ms a piece
+                wait = (self.buffer.shape[0] // PIECE) * PIECE / RATE
+                self.session.timings.plumbing.append(time.monotonic() - out.ready_at + wait)
             more = self.resampler(torch.from_numpy(out.audio)).numpy()
             self.buffer = np.concatenate([self.buffer, more])
             if out.text and self.channel is not None and self.channel.readyState == "open":

@@ -187,3 +187,36 @@ def test_camera_is_sampled_more_often_while_the_user_speaks(codec):
     assert encoded["silent"] == [0, 6, 12]
     assert encoded["speaking"] == list(range(0, 18, 2))
     assert s.vision_changes is not None and s.vision_changes[0] == vision_preset("test").grid
+
+
+def test_clock_moves_towards_just_after_input_frames_complete(codec):
+    from assistant.engine import PHASE_GUARD
+
+    engine = Engine(codec)
+    period = engine.frame_seconds
+    assert engine._phase_shift() == 0.0  # no session, nothing to align to
+    session = engine.add_session()
+    engine._started = 100.0
+    for since, direction in [(0.05, -1), (PHASE_GUARD + period - 0.005, 1), (PHASE_GUARD, 0)]:
+        session.last_ready = engine._started - since
+        shift = engine._phase_shift()
+        assert np.sign(round(shift, 9)) == direction, (since, shift)
+        assert abs(shift) <= period / 4
+    session.last_ready = 50.0  # input stopped long ago: ignored
+    assert engine._phase_shift() == 0.0
+
+
+def test_session_stamps_when_frames_complete(codec):
+    session = Engine(codec).add_session()
+    frame = session.frame_size
+    session.push_audio(np.zeros(frame // 2, np.float32), session.sample_rate)
+    assert session.last_ready is None
+    session.push_audio(np.zeros(frame, np.float32), session.sample_rate)
+    stamped = session.last_ready
+    assert stamped is not None
+    session.next_frame()
+    session.deliver(np.zeros(frame, np.float32), "")
+    assert session.pop_output().ready_at == stamped
+    session.next_frame()  # nothing whole left: late, and its output has no input time
+    session.deliver(np.zeros(frame, np.float32), "")
+    assert session.pop_output().ready_at is None
