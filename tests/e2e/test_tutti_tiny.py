@@ -1,0 +1,83 @@
+"""The bundled model end to end: headless Chromium whose fake microphone asks a question (a held-out voice) and
+whose fake camera shows a scene, connected to `tutti serve` over loopback WebRTC. The captions must give the
+right answer and the answer's speech must arrive; the time from the end of the question to the first answer
+audio is printed."""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import wave
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from assistant.commands.serve import build_engine
+from assistant.evaluate import answer_correct, held_out_cases
+
+from .live import CHROMIUM, launch_chromium, serving
+
+pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)"),
+              pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")]
+LEAD = 1.5  # seconds of quiet before the question: the page connects meanwhile
+CASE = 3  # a held-out "what colour" case (see held_out_cases)
+MIC_THRESHOLD = 0.02
+
+
+def write_question(path: Path, audio: np.ndarray, rate: int) -> tuple[float, float]:
+    """The question after LEAD s of quiet, 4 s of quiet after it; returns when its sound starts and ends (s)."""
+    from codec.audio import resample
+    import torch
+
+    speech = resample(torch.from_numpy(audio).float(), rate, 48_000).numpy()
+    full = np.concatenate([np.zeros(int(LEAD * 48_000)), speech, np.zeros(4 * 48_000)])
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(48_000)
+        w.writeframes((np.clip(full, -1, 1) * 32767).astype("<i2").tobytes())
+    return float(np.flatnonzero(np.abs(full) > MIC_THRESHOLD)[0]) / 48_000, LEAD + len(speech) / 48_000
+
+
+def write_scene(path: Path, image: np.ndarray, frames: int = 30) -> Path:
+    """The scene as raw 4:2:0 video (what Chromium's fake camera reads)."""
+    h, w = image.shape[:2]
+    yuv = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420).tobytes()
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F30:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            f.write(b"FRAME\n" + yuv)
+    return path
+
+
+@pytest_asyncio.fixture
+async def server():
+    async with serving(build_engine("tiny", 4)) as (url, _):
+        yield url
+
+
+@pytest.mark.asyncio
+async def test_browser_question_gets_the_right_spoken_answer(server, tmp_path):
+    from playwright.async_api import async_playwright
+
+    case = held_out_cases(CASE + 1)[CASE]
+    question_start, question_end = write_question(tmp_path / "mic.wav", case.audio, case.rate)
+    y4m = write_scene(tmp_path / "cam.y4m", case.image)
+    async with async_playwright() as p:
+        browser = await launch_chromium(p, tmp_path / "mic.wav", y4m)
+        try:
+            page = await browser.new_page()
+            await page.goto(server + "/")
+            await page.click("#start")
+            await page.wait_for_function("window.tutti.connected === true", timeout=15_000)
+            await page.evaluate(f"window.tutti.measureOnsets({MIC_THRESHOLD}, 0.05)")
+            await asyncio.sleep(question_end + 4)
+            captions = await page.evaluate("window.tutti.captions")
+            onsets = await page.evaluate("window.tutti.onsets")
+        finally:
+            await browser.close()
+    print(f"asked {case.turn.question!r}; captions {captions!r}; expected {case.turn.answer!r}")
+    assert answer_correct(case.turn.answer, captions)
+    assert onsets["mic"] is not None and onsets["remote"] is not None, onsets
+    ended = onsets["mic"] + question_end - question_start  # on the page's clock
+    print(f"first answer audio {onsets['remote'] - ended:.2f} s after the question ended (page clock)")
