@@ -11,6 +11,7 @@ The codec and the vision encoder are frozen (trained by recipes 1 and 2).
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +48,9 @@ class LMRecipe:
 
 
 RECIPES = {
-    "tiny": LMRecipe(lm_preset("tiny"), Schedule(steps=2500, lr=1e-3, warmup=200, save_every=250), batch=16,
-                     frames=88, examples=6000),
+    # 20 000 dialogues: with 6 000 the model learnt them by heart (86% of training words right, 30% of new ones)
+    "tiny": LMRecipe(lm_preset("tiny"), Schedule(steps=2000, lr=1e-3, warmup=200, save_every=200), batch=16,
+                     frames=88, examples=20_000),
     "smoke": LMRecipe(lm_preset("test").with_(card=32, n_q=8, dep_q=4, delays=(0, 0, 1, 1, 1, 0, 1, 1, 1), text_card=80,
                                               vision_dim=32, vision_tokens=64),
                       Schedule(steps=4, lr=1e-3, warmup=1, save_every=2, log_every=2), batch=2, frames=40, examples=3),
@@ -89,29 +91,30 @@ class Renderer:
                  seed: int = 0):
         self.codec, self.vision, self.tokenizer, self.cfg, self.frames = codec, vision, tokenizer, cfg, frames
         self.sr, self.frame = codec.cfg.sample_rate, codec.cfg.frame_size
-        self.rng = np.random.default_rng([seed, 5])
-        self.silence = self._encode([torch.zeros(SILENCE_SECONDS * self.sr)], lead=0)[0]
+        self.seed = seed
+        self.silence = self._encode([torch.zeros(SILENCE_SECONDS * self.sr)], np.random.default_rng([seed, 5]), lead=0)[0]
         self._words: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
-    def _encode(self, clips: list[torch.Tensor], lead: int = LEAD_FRAMES) -> list[torch.Tensor]:
+    def _encode(self, clips: list[torch.Tensor], rng: np.random.Generator, lead: int = LEAD_FRAMES) -> list[torch.Tensor]:
         """Codes [K, frames] of each clip (padded to whole frames) after `lead` frames of dithered quiet."""
         n = [-(-len(c) // self.frame) for c in clips]
         batch = torch.zeros(len(clips), 1, (lead + max(n)) * self.frame)
         for i, c in enumerate(clips):
             batch[i, 0, lead * self.frame: lead * self.frame + len(c)] = c
-        batch = dither(batch.view(-1), self.rng).view_as(batch)
+        batch = dither(batch.view(-1), rng).view_as(batch)
         codes = self.codec.encode(batch)
         return [codes[i, :, lead: lead + k] for i, k in enumerate(n)]
 
     def word(self, w: str) -> torch.Tensor:
         """Codes of the assistant saying one word (rendered once, padded with quiet to whole frames)."""
         if w not in self._words:
-            self._words[w] = self._encode([espeak(w, ASSISTANT, self.sr) * 0.7])[0]
+            rng = np.random.default_rng([self.seed, 6, zlib.crc32(w.encode())])
+            self._words[w] = self._encode([espeak(w, ASSISTANT, self.sr) * 0.7], rng)[0]
         return self._words[w]
 
-    def _quiet(self, length: int) -> torch.Tensor:
-        start = int(self.rng.integers(self.silence.shape[1] - length + 1))
+    def _quiet(self, length: int, rng: np.random.Generator) -> torch.Tensor:
+        start = int(rng.integers(self.silence.shape[1] - length + 1))
         return self.silence[:, start: start + length]
 
     def layout(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[str, ...], int]:
@@ -137,40 +140,51 @@ class Renderer:
         pixels = to_pixels(scene.render(size * 2, rng, t=float(rng.uniform(0, 2))), size)
         return text, question, pixels, tuple(said), first
 
-    def _stream(self, segments: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
+    def _stream(self, segments: list[tuple[int, torch.Tensor]], rng: np.random.Generator) -> torch.Tensor:
         """Codes [K, T]: quiet, with each (first frame, codes) segment written over it."""
-        out = self._quiet(self.frames).clone()
+        out = self._quiet(self.frames, rng).clone()
         for at, codes in segments:
             out[:, at: at + codes.shape[1]] = codes[:, : self.frames - at]
         return out
 
     @torch.no_grad()
-    def examples(self, rng: np.random.Generator, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """`count` turns -> frames [count, 1 + n_q, T] (int16) and vision tokens [count, N, D] (float16)."""
-        turns = [self.layout(rng) for _ in range(count)]
-        questions = self._encode([t[1] for t in turns])
+    def examples(self, indices: range) -> tuple[torch.Tensor, torch.Tensor]:
+        """Turns number `indices` -> frames [n, 1 + n_q, T] (int16) and vision tokens [n, N, D] (float16).
+        Each turn draws from its own generator, so any range renders the same wherever it is cut."""
+        rngs = [np.random.default_rng([self.seed, 3, i]) for i in indices]
+        turns = [self.layout(rng) for rng in rngs]
+        questions = self._encode([t[1] for t in turns], np.random.default_rng([self.seed, 4, indices[0]]))
         frames = []
-        for (text, _, _, said, first), user in zip(turns, questions):
+        for (text, _, _, said, first), user, rng in zip(turns, questions, rngs):
             answer_at = int((text != self.cfg.text_padding_id).nonzero()[0]) if said else self.frames
             segments, at = [], answer_at
             for w in said:
                 segments.append((at, self.word(w)))
                 at += self.word(w).shape[1]
-            frames.append(torch.cat([text[None], self._stream(segments), self._stream([(first, user)])]))
+            frames.append(torch.cat([text[None], self._stream(segments, rng), self._stream([(first, user)], rng)]))
         return torch.stack(frames).to(torch.int16), self.vision(torch.stack([t[2] for t in turns])).half()
 
 
-def dialogues(recipe: LMRecipe, renderer: Renderer, seed: int, cache: Path, group: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
-    if cache.exists():
-        saved = torch.load(cache, weights_only=True)
-        return saved["frames"], saved["vision"]
-    rng = np.random.default_rng([seed, 3])
-    sizes = [min(group, recipe.examples - i) for i in range(0, recipe.examples, group)]
-    made = [renderer.examples(rng, n) for n in progress(sizes, len(sizes), f"rendering {recipe.examples} dialogues")]
-    frames, vision = torch.cat([m[0] for m in made]), torch.cat([m[1] for m in made])
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"frames": frames, "vision": vision}, cache)
-    return frames, vision
+SHARD = 1000  # dialogues per cache file
+GROUP = 50  # dialogues encoded in one batch
+
+
+def render_shard(renderer: Renderer, start: int, count: int, path: Path) -> None:
+    made = [renderer.examples(range(i, min(i + GROUP, start + count))) for i in range(start, start + count, GROUP)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"frames": torch.cat([m[0] for m in made]), "vision": torch.cat([m[1] for m in made])}, path)
+
+
+def dialogues(recipe: LMRecipe, renderer: Renderer, out: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The run's dialogues, rendered in shards cached in `out` (shards can be rendered by several processes
+    beforehand with `render_shard`: the result is the same)."""
+    starts = range(0, recipe.examples, SHARD)
+    paths = [out / f"lm-dialogues-{renderer.seed}-{s}-{min(SHARD, recipe.examples - s)}.pt" for s in starts]
+    missing = [(s, p) for s, p in zip(starts, paths) if not p.exists()]
+    for s, p in progress(missing, len(missing), f"rendering {recipe.examples} dialogues"):
+        render_shard(renderer, s, min(SHARD, recipe.examples - s), p)
+    parts = [torch.load(p, weights_only=True) for p in paths]
+    return torch.cat([p["frames"] for p in parts]), torch.cat([p["vision"] for p in parts])
 
 
 def lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
@@ -193,7 +207,7 @@ def stage(recipe_name: str, seed: int, out: Path, codec: Path) -> Stage:
     if vision is None:
         raise FileNotFoundError(f"train the vision stage first: {out / 'vision.safetensors'} is missing")
     renderer = Renderer(load_codec(codec).eval(), vision.eval(), tokenizer, recipe.config, recipe.frames, seed)
-    frames, tokens = dialogues(recipe, renderer, seed, out / "lm-dialogues.pt")
+    frames, tokens = dialogues(recipe, renderer, out)
 
     def batch(step: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
         pick = torch.from_numpy(np.random.default_rng([seed, step, rank, 4]).integers(len(frames), size=recipe.batch))
