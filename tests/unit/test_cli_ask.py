@@ -31,8 +31,22 @@ def test_ask_with_image_and_with_video(tmp_path):
         done = tutti("ask", "--audio", str(question), *seen, "--output", str(out), "--listen", "1", "--model", "tiny")
         assert done.returncode == 0, done.stderr
         answer, rate = sf.read(str(out))
-        assert rate == 24000 and abs(len(answer) / rate - 1.0) <= 0.08  # --listen seconds, whole 80 ms frames
+        # from the question's start to --listen seconds after its end, in whole 80 ms frames
+        assert rate == 16000 and abs(len(answer) / rate - 2.0) <= 0.08
         assert f"wrote {out}" in done.stderr
+
+
+def test_ask_answers_a_held_out_question_about_an_image(tmp_path):
+    from assistant.evaluate import answer_correct, held_out_cases
+
+    case = held_out_cases(ASK_CASE + 1)[ASK_CASE]
+    sf.write(str(tmp_path / "q.wav"), case.audio, case.rate)
+    cv2.imwrite(str(tmp_path / "scene.png"), case.image)
+    done = tutti("ask", "--audio", str(tmp_path / "q.wav"), "--image", str(tmp_path / "scene.png"),
+                 "--output", str(tmp_path / "a.wav"))
+    assert done.returncode == 0, done.stderr
+    print(f"asked {case.turn.question!r}, answered {done.stdout.strip()!r}")
+    assert answer_correct(case.turn.answer, done.stdout)
 
 
 def test_ask_reports_bad_inputs(tmp_path):
