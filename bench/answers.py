@@ -1,6 +1,6 @@
 """The bundled model on held-out cases (scenes and voices never used in training), run through the same
 code as `tutti ask`: how often the caption gives the right answer, how intelligible the spoken answer is
-(recognizer WER against espeak's own rendering of the same answers), and how soon the answer starts.
+(recognizer WER of the spoken answer against its own caption, beside espeak's rendering of the captions), and how soon the answer starts.
 
     .venv/bin/python bench/answers.py [--cases 200] [--model tiny] [--batch 50]
 """
@@ -57,10 +57,12 @@ def main() -> None:
     for case, (_, text) in list(zip(cases, results))[:8]:
         print(f"  asked {case.turn.question!r}: expected {case.turn.answer!r}, captioned {text!r}")
     recognizer = Recognizer()
-    expected = [c.turn.answer for c in cases]
-    clean = word_error_rate(expected, [recognizer.transcribe(espeak(a, ASSISTANT, rate), rate) for a in expected])
-    spoken = word_error_rate(expected, [recognizer.transcribe(torch.from_numpy(a), rate) for a, _ in results])
-    print(f"spoken answers: recognizer WER {100 * spoken:.1f}% (espeak's own rendering of the answers: {100 * clean:.1f}%)")
+    said = [text for _, text in results]  # the text stream: what the model says it says
+    heard = [recognizer.transcribe(torch.from_numpy(a), rate) for a, _ in results]
+    clean = word_error_rate(said, [recognizer.transcribe(espeak(t, ASSISTANT, rate), rate) for t in said])
+    print(f"spoken answers against their captions: recognizer WER {100 * word_error_rate(said, heard):.1f}% "
+          f"(espeak's own rendering of the captions: {100 * clean:.1f}%); against the expected answers "
+          f"{100 * word_error_rate([c.turn.answer for c in cases], heard):.1f}%")
     onsets = [t - c.speech_end for c, (a, _) in zip(cases, results) if (t := first_sound(a, rate)) is not None]
     if onsets:
         print(f"answer audio starts {statistics.median(onsets):.2f} s (median) after the question ends "
