@@ -82,11 +82,16 @@ def draw_turn(scene: Scene, rng: np.random.Generator) -> Turn:
     return choices[int(rng.integers(len(choices)))]
 
 
+def _all_turns() -> list[Turn]:
+    rng = np.random.default_rng(0)
+    return [t for _ in range(3000) for t in questions(Scene.draw(rng))]
+
+
 def vocabulary() -> list[str]:
     """Every sentence form the grammar can produce (tokenizer and recognizer training text)."""
-    rng = np.random.default_rng(0)
-    sentences: set[str] = set()
-    for _ in range(3000):
-        for t in questions(Scene.draw(rng)):
-            sentences.update((t.question, t.answer))
-    return sorted(sentences)
+    return sorted({s for t in _all_turns() for s in (t.question, t.answer)})
+
+
+def answers() -> set[str]:
+    """Every answer the grammar can give."""
+    return {t.answer for t in _all_turns()}
