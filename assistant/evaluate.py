@@ -104,6 +104,25 @@ def held_out_cases(count: int, seed: int = 20_261_123, rate: int = RATE, image_s
     return cases
 
 
+def round_trip(codec, wav: torch.Tensor) -> torch.Tensor:
+    """Mono samples through the codec and back, aligned with the input (the decoder's output delay undone)."""
+    d = codec.cfg.output_delay  # feed enough quiet to flush the lagging output
+    with torch.inference_mode():
+        out = codec.decode(codec.encode(torch.nn.functional.pad(wav, (0, d))[None, None]))[0, 0]
+    return out[d: d + len(wav)]
+
+
+def answer_cases(engine, cases: list[Case], listen: float, batch: int = 50) -> list[tuple[np.ndarray, str]]:
+    """Held-out cases through the same code as `tutti ask`, `batch` sessions stepped together."""
+    from .commands.ask import Question, answer
+
+    results: list[tuple[np.ndarray, str]] = []
+    for start in range(0, len(cases), batch):
+        part = cases[start: start + batch]
+        results += answer(engine, [Question(c.audio, c.rate, [c.image]) for c in part], listen)
+    return results
+
+
 def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
     import jiwer
 

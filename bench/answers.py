@@ -18,9 +18,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from assistant.commands.ask import Question, answer  # noqa: E402
 from assistant.commands.serve import build_engine  # noqa: E402
-from assistant.evaluate import Recognizer, answer_correct, held_out_cases, word_error_rate  # noqa: E402
+from assistant.evaluate import Recognizer, answer_cases, answer_correct, held_out_cases, word_error_rate  # noqa: E402
 from assistant.synth.speech import ASSISTANT, espeak  # noqa: E402
 
 LISTEN = 4.0
@@ -42,11 +41,7 @@ def main() -> None:
     engine = build_engine(args.model, args.batch)
     rate = engine.codec.sample_rate
     cases = held_out_cases(args.cases)
-    results = []
-    for start in range(0, len(cases), args.batch):
-        part = cases[start: start + args.batch]
-        results += answer(engine, [Question(c.audio, c.rate, [c.image]) for c in part], LISTEN)
-        print(f"  {len(results)}/{len(cases)} cases", file=sys.stderr, flush=True)
+    results = answer_cases(engine, cases, LISTEN, args.batch)
     by_intent: dict[str, list[bool]] = defaultdict(list)
     for case, (_, text) in zip(cases, results):
         by_intent[case.turn.intent].append(answer_correct(case.turn.answer, text))

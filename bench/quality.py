@@ -16,18 +16,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from assistant.evaluate import Recognizer, word_error_rate  # noqa: E402
+from assistant.evaluate import Recognizer, round_trip, word_error_rate  # noqa: E402
 from assistant.synth.dialogue import vocabulary  # noqa: E402
 from assistant.synth.speech import ASSISTANT, HELD_OUT_VOICES, Voice, dither, espeak, room  # noqa: E402
 from assistant.weights import BUNDLED  # noqa: E402
 from codec.checkpoint import load_codec  # noqa: E402
-
-
-def round_trip(codec, wav: torch.Tensor) -> torch.Tensor:
-    d = codec.cfg.output_delay  # the decoder's output lags; feed enough quiet to flush it
-    with torch.inference_mode():
-        out = codec.decode(codec.encode(torch.nn.functional.pad(wav, (0, d))[None, None]))[0, 0]
-    return out[d: d + len(wav)]
 
 
 def scores(clean: list[torch.Tensor], decoded: list[torch.Tensor], rate: int) -> tuple[float, float]:

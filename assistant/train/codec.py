@@ -24,7 +24,7 @@ from codec.spectral import multi_scale_mel_loss
 from ..progress import progress
 from ..synth.dialogue import vocabulary
 from ..synth.speech import ASSISTANT, TRAIN_VOICES, Voice, dither, espeak, room
-from .loop import Schedule, Stage
+from .loop import Schedule, Stage, unwrap
 
 WAVE_WEIGHT = 0.1
 COMMIT_WEIGHT = 1.0
@@ -137,7 +137,7 @@ class DecoderFineTune(nn.Module):
 
 
 def codec_loss(model: nn.Module, wav: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-    codec = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    codec = unwrap(model)
     out = model(wav.to(next(model.parameters()).device))
     delay = codec.cfg.output_delay
     target = out.audio.new_zeros(out.audio.shape)

@@ -34,7 +34,7 @@ from ..progress import progress
 from ..synth.dialogue import draw_turn, vocabulary
 from ..synth.scenes import Scene
 from ..synth.speech import ASSISTANT, TRAIN_VOICES, Voice, dither, espeak, room
-from .loop import Schedule, Stage
+from .loop import Schedule, Stage, unwrap
 
 PAD_WEIGHT = 0.2  # most text frames are padding; the words matter more
 
@@ -193,7 +193,7 @@ def dialogues(recipe: LMRecipe, renderer: Renderer, out: Path) -> tuple[torch.Te
 
 
 def lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
-    lm: StreamingLM = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    lm: StreamingLM = unwrap(model)
     device = next(model.parameters()).device
     frames, vision = batch[0].to(device).long(), batch[1].to(device).float()
     text_logits, audio_logits = model(frames, vision)

@@ -47,6 +47,11 @@ class Schedule:
         return self.lr * (self.min_lr_fraction + (1 - self.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * min(done, 1.0))))
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model itself, whether or not DistributedDataParallel wraps it (losses need its config)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
 @dataclass
 class Stage:
     """What a recipe hands the trainer."""

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from assistant.commands.ask import Question, answer
 from assistant.commands.serve import build_engine
-from assistant.evaluate import Recognizer, answer_correct, held_out_cases, word_error_rate
+from assistant.evaluate import Recognizer, answer_cases, answer_correct, held_out_cases, round_trip, word_error_rate
 from assistant.synth.dialogue import vocabulary
 from assistant.synth.speech import ASSISTANT, dither, espeak
 
@@ -33,11 +32,7 @@ def recognizer():
 def answered():
     engine = build_engine("tiny", 50)
     cases = held_out_cases(CASES)
-    results = []
-    for start in range(0, CASES, 50):
-        part = cases[start: start + 50]
-        results += answer(engine, [Question(c.audio, c.rate, [c.image]) for c in part], LISTEN)
-    return engine, cases, results
+    return engine, cases, answer_cases(engine, cases, LISTEN)
 
 
 def test_captions_answer_held_out_questions(answered):
@@ -68,12 +63,11 @@ def test_codec_round_trip_keeps_the_assistant_intelligible(recognizer):
     from assistant.weights import BUNDLED
 
     codec = load_codec(BUNDLED / "codec.safetensors")
-    rate, d = codec.sample_rate, codec.cfg.output_delay
+    rate = codec.sample_rate
     rng = np.random.default_rng(99)
     sentences = [str(s) for s in rng.choice(vocabulary(), 40)]
     clean = [dither(espeak(s, ASSISTANT, rate) * 0.7, rng) for s in sentences]
-    with torch.inference_mode():
-        decoded = [codec.decode(codec.encode(torch.nn.functional.pad(c, (0, d))[None, None]))[0, 0, d:] for c in clean]
+    decoded = [round_trip(codec, c) for c in clean]
     before = word_error_rate(sentences, [recognizer.transcribe(c, rate) for c in clean])
     after = word_error_rate(sentences, [recognizer.transcribe(x, rate) for x in decoded])
     print(f"recognizer WER on the assistant's voice: clean {before:.1%}, after the codec {after:.1%}")
