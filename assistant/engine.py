@@ -26,13 +26,13 @@ from encoders import FrameError, SiglipVision, SparseEncoder, SparseSettings
 
 from .model.lm import StreamingLM
 from .model.tokenizer import TextTokenizer
-from .session import Session
+from .session import VOICE_RMS, Session
 
 log = logging.getLogger("tutti.engine")
-VOICE_RMS = 0.01  # input level (about -40 dBFS) taken as the user speaking
 VOICE_HANGOVER = 12  # steps the "speaking" rate lasts after the last loud frame (about 1 s)
 PHASE_GUARD = 0.01  # the clock aims to step this long after input frames complete (network jitter margin)
 PHASE_GAIN = 0.5  # fraction of the phase error corrected per step
+EARLIEST = 0.75  # of a frame period: the soonest a step may follow the last one when every session is ready
 SPEAKING_EVERY, SILENT_EVERY = 2, 6  # steps between camera frames encoded: 6.25 / about 2 per second
 
 
@@ -43,6 +43,7 @@ class StepReport:
     sessions: int
     late: int  # sessions stepped with silence because their input was late
     dropped: int  # output frames dropped because nobody read them
+    skipped: int  # quiet input frames skipped to shed a lasting input backlog
 
 
 class EngineError(ValueError):
@@ -69,6 +70,8 @@ class Engine:
         self._state: dict | None = None
         self._started = 0.0  # time.monotonic() of the last step
         self._lock = threading.Lock()  # joins/leaves vs. a step running in a worker thread
+        self._wake: asyncio.Event | None = None  # set (thread-safely) when every session has a fresh frame
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.last_step: tuple[float, dict[str, float]] | None = None
         self.on_step: Callable[[StepReport], None] | None = None  # an observer (metrics), outside the data path
 
@@ -88,6 +91,7 @@ class Engine:
             if len(self.sessions) >= self.max_sessions:
                 raise EngineError(f"session limit reached ({self.max_sessions})")
             session = Session(self.codec.frame_size, self.codec.sample_rate, seed=seed)
+            session.on_frame = self._frame_completed
             fresh = self._fresh_state()
             if self.lm is not None:
                 fresh["lm"]["seed"][0] = seed
@@ -116,8 +120,7 @@ class Engine:
             start = time.perf_counter()
             self._started = time.monotonic()
             sessions, state = list(self.sessions), self._state
-            late_before = sum(s.timings.late_frames for s in sessions)
-            dropped_before = sum(s.timings.dropped_output for s in sessions)
+            before = self._counts(sessions)
             frames = torch.stack([s.next_frame() for s in sessions])[:, None]
             t0 = time.perf_counter()
             self._update_vision(sessions, state, frames[:, 0])
@@ -144,9 +147,13 @@ class Engine:
                     s.timings.add(stage, seconds * share)
             self.last_step = (t4 - start, stages)
             if self.on_step is not None:
-                late = sum(s.timings.late_frames for s in sessions) - late_before
-                dropped = sum(s.timings.dropped_output for s in sessions) - dropped_before
-                self.on_step(StepReport(t4 - start, stages, len(sessions), late, dropped))
+                late, dropped, skipped = (b - a for a, b in zip(before, self._counts(sessions)))
+                self.on_step(StepReport(t4 - start, stages, len(sessions), late, dropped, skipped))
+
+    @staticmethod
+    def _counts(sessions: list[Session]) -> tuple[int, int, int]:
+        return (sum(s.timings.late_frames for s in sessions), sum(s.timings.dropped_output for s in sessions),
+                sum(s.timings.skipped_input for s in sessions))
 
     def _update_vision(self, sessions: list[Session], state: dict, audio: torch.Tensor) -> None:
         """Encode camera frames more often while the user speaks (every SPEAKING_EVERY steps) than in
@@ -186,19 +193,53 @@ class Engine:
             return 0.0
         return max(-period / 4, min(period / 4, -PHASE_GAIN * statistics.median(errors)))
 
+    def _all_fresh(self) -> bool:
+        """Whether every live session has a frame that completed since the last step began."""
+        sessions = list(self.sessions)
+        return bool(sessions) and all(s.last_ready is not None and s.last_ready > self._started for s in sessions)
+
+    def _frame_completed(self) -> None:
+        """Called by sessions (from any thread) when an input frame completes: wake the clock if all are in."""
+        if self._loop is not None and self._wake is not None and self._all_fresh():
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def _until(self, deadline: float, earliest: float, stop: asyncio.Event) -> bool:
+        """Wait for the deadline, or from `earliest` on for every session's frame; True when woken early."""
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            now = loop.time()
+            if now >= deadline:
+                return False
+            self._wake.clear()
+            if now >= earliest and self._all_fresh():
+                return True
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=(deadline if now >= earliest else earliest) - now)
+            except asyncio.TimeoutError:
+                pass
+        return False
+
     async def run(self, stop: asyncio.Event) -> None:
         """Step every frame period until `stop` is set; the step runs in a worker thread so that the
-        event loop (transports) stays responsive. A step that overruns is followed at once by the next."""
+        event loop (transports) stays responsive. A step comes as soon as every session's frame is in, or at
+        the phase-locked deadline for late ones; a step that overruns is followed at once by the next."""
         loop = asyncio.get_running_loop()
-        next_at = loop.time()
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tutti-engine") as worker:
-            while not stop.is_set():
-                await loop.run_in_executor(worker, self.step)
-                next_at += self.frame_seconds + self._phase_shift()
-                delay = next_at - loop.time()
-                if delay < -self.frame_seconds:  # far behind: do not try to catch up in a burst
-                    next_at, delay = loop.time(), 0
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=max(delay, 0))
-                except asyncio.TimeoutError:
-                    pass
+        self._loop, self._wake = loop, asyncio.Event()
+        stopper = loop.create_task(stop.wait())
+        stopper.add_done_callback(lambda _: self._wake.set())
+        next_at, early = loop.time(), False
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tutti-engine") as worker:
+                while not stop.is_set():
+                    await loop.run_in_executor(worker, self.step)
+                    period = self.frame_seconds
+                    if early:  # the step began as the last frame completed: the next deadline is a guard after
+                        next_at = self._started + period + PHASE_GUARD
+                    else:
+                        next_at += period + self._phase_shift()
+                    if next_at < loop.time() - period:  # far behind: do not try to catch up in a burst
+                        next_at = loop.time()
+                    early = await self._until(next_at, self._started + EARLIEST * period, stop)
+        finally:
+            stopper.cancel()
+            self._loop = self._wake = None

@@ -22,6 +22,8 @@ class Metrics:
         self.late = Counter("tutti_late_frames_total", "frames stepped with silence (input late)", registry=self.registry)
         self.dropped = Counter("tutti_dropped_frames_total", "output frames dropped (not read in time)",
                                registry=self.registry)
+        self.skipped = Counter("tutti_skipped_input_frames_total",
+                               "quiet input frames skipped to shed a lasting input backlog", registry=self.registry)
         self.rejected = Counter("tutti_rejected_total", "requests answered with an error", ["reason"],
                                 registry=self.registry)
 
@@ -32,6 +34,7 @@ class Metrics:
         self.sessions.set(report.sessions)
         self.late.inc(report.late)
         self.dropped.inc(report.dropped)
+        self.skipped.inc(report.skipped)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -12,6 +12,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -20,6 +21,8 @@ from codec.audio import StreamingResampler
 from codec.errors import CodecInputError
 
 _ids = itertools.count(1)
+VOICE_RMS = 0.01  # input level (about -40 dBFS) taken as the user speaking
+CATCH_UP_STEPS = 12  # steps (about 1 s) an input backlog must last before quiet frames are skipped to shed it
 
 
 @dataclass
@@ -29,6 +32,7 @@ class Output:
     text: str
     step: int
     ready_at: float | None = None  # time.monotonic() when the input frame it answers was complete (None: late)
+    delivered_at: float = field(default_factory=time.monotonic)  # when the engine handed it over
 
 
 @dataclass
@@ -37,6 +41,7 @@ class Timings:
     steps: int = 0
     late_frames: int = 0  # steps with no input ready: stepped with silence
     dropped_output: int = 0  # frames dropped because nobody read them
+    skipped_input: int = 0  # quiet input frames skipped to shed a lasting backlog (latency)
     stages: dict[str, float] = field(default_factory=dict)
     # seconds from an input frame being complete to its output's first sample leaving the transport:
     # all that our plumbing adds to the codec's own frame and delay (recent frames, kept by transports)
@@ -57,6 +62,8 @@ class Session:
         self._ready: deque[float] = deque()  # when each whole frame in _pending was complete
         self._frame_ready: float | None = None
         self.last_ready: float | None = None  # when the newest whole input frame was complete (the clock aligns to it)
+        self.on_frame: Callable[[], None] | None = None  # told (outside the lock) when an input frame completes
+        self._backlogged = 0  # consecutive steps that found more than one whole frame waiting
         self._max_pending = int(max_buffer_s * sample_rate)
         self.video: np.ndarray | None = None  # latest camera frame, replaced by each new one
         self.outputs: deque[Output] = deque(maxlen=max_output_frames)
@@ -96,9 +103,12 @@ class Session:
             while len(self._ready) > whole:
                 self._ready.popleft()
             now = time.monotonic()
+            completed = len(self._ready) < whole
             while len(self._ready) < whole:
                 self._ready.append(now)
                 self.last_ready = now
+        if completed and self.on_frame is not None:
+            self.on_frame()
 
     def push_video(self, frame: np.ndarray) -> None:
         self.video = frame
@@ -115,6 +125,14 @@ class Session:
                 self.timings.late_frames += 1
                 self._frame_ready = None
                 return torch.zeros(self.frame_size)
+            self._backlogged = self._backlogged + 1 if self._pending.shape[0] >= 2 * self.frame_size else 0
+            if self._backlogged >= CATCH_UP_STEPS and self._pending[: self.frame_size].pow(2).mean().sqrt() < VOICE_RMS:
+                # Input has run a frame (or more) behind for a second, e.g. since a late packet: every answer
+                # comes that much later. Skipping a quiet frame sheds it without losing the user's words.
+                self._pending = self._pending[self.frame_size:]
+                self._ready.popleft()
+                self._backlogged = 0
+                self.timings.skipped_input += 1
             frame, self._pending = self._pending[: self.frame_size], self._pending[self.frame_size:]
             self._frame_ready = self._ready.popleft()
             return frame

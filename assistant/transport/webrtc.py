@@ -3,7 +3,8 @@ for captions and timings.
 
 Incoming tracks are always drained (aiortc's queues grow without bound otherwise); video keeps only the
 latest frame, converted to an array at most `VIDEO_FPS` times a second. The outgoing track sleeps until
-each 20 ms frame is due (the sender does not pace) and sends silence when the assistant has nothing.
+each 20 ms frame is due (the sender does not pace) and sends silence when the assistant has nothing;
+its 20 ms grid locks onto the engine's deliveries, so that new speech leaves just after it is made.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ log = logging.getLogger("tutti.webrtc")
 RATE = 48_000  # Opus
 PIECE = 960  # 20 ms at 48 kHz
 MAX_BACKLOG_FRAMES = 1  # engine frames of speech the outgoing track may hold
+SLOT_MARGIN = 0.005  # the outgoing track aims to send new speech this long after the engine delivers it
+SLOT_GAIN = 0.5  # fraction of the excess wait corrected per delivery
 VIDEO_FPS = 5.0
 MAX_OFFER = 64 * 1024
 
@@ -61,9 +64,13 @@ class SpeechTrack(MediaStreamTrack):
         due = self.start + self.sent / RATE
         await asyncio.sleep(max(0.0, due - time.monotonic()))
         while (out := self.session.pop_output()) is not None:
-            if out.ready_at is not None:  # its first sample leaves with the piece that holds it, 20 ms a piece
-                wait = (self.buffer.shape[0] // PIECE) * PIECE / RATE
-                self.session.timings.plumbing.append(time.monotonic() - out.ready_at + wait)
+            # Its first sample leaves after the whole pieces queued ahead of it, 20 ms each. Any wait beyond a
+            # small margin moves the slot grid earlier, so that later speech leaves just after it is made.
+            ahead = (self.buffer.shape[0] // PIECE) * PIECE / RATE
+            waited = time.monotonic() - out.delivered_at + ahead
+            self.start -= min(PIECE / RATE / 2, SLOT_GAIN * max(0.0, waited - SLOT_MARGIN))
+            if out.ready_at is not None:
+                self.session.timings.plumbing.append(time.monotonic() - out.ready_at + ahead)
             more = self.resampler(torch.from_numpy(out.audio)).numpy()
             self.buffer = np.concatenate([self.buffer, more])
             if out.text and self.channel is not None and self.channel.readyState == "open":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -220,3 +221,57 @@ def test_session_stamps_when_frames_complete(codec):
     session.next_frame()  # nothing whole left: late, and its output has no input time
     session.deliver(np.zeros(frame, np.float32), "")
     assert session.pop_output().ready_at is None
+
+
+@pytest.mark.asyncio
+async def test_clock_steps_as_soon_as_every_session_has_its_frame(codec):
+    engine = Engine(codec)
+    engine._loop, engine._wake = asyncio.get_running_loop(), asyncio.Event()
+    first, second = engine.add_session(), engine.add_session()
+    frame = np.zeros(first.frame_size, np.float32)
+    engine._started = 0.0
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def frames_in(delay: float, *sessions) -> None:
+        await asyncio.sleep(delay)
+        for s in sessions:
+            s.push_audio(frame, s.sample_rate)
+
+    # Only one session's frame is in: the clock keeps to its deadline for the other.
+    feeder = asyncio.create_task(frames_in(0.02, first))
+    assert not await engine._until(loop.time() + 0.3, 0.0, stop)
+    await feeder
+    # Both are in: it wakes at once rather than at a deadline 30 s away.
+    engine._started = time.monotonic()
+    feeder = asyncio.create_task(frames_in(0.02, first, second))
+    assert await asyncio.wait_for(engine._until(loop.time() + 30, 0.0, stop), timeout=10)
+    await feeder
+    # Frames that are in before the earliest time for a step wait for it (no steps in a burst).
+    engine._started = time.monotonic()
+    for s in (first, second):
+        s.push_audio(frame, s.sample_rate)
+    earliest = loop.time() + 0.1
+    assert await engine._until(loop.time() + 30, earliest, stop)
+    assert loop.time() >= earliest
+
+
+def test_a_lasting_input_backlog_is_shed_in_quiet_frames_only(codec):
+    from assistant.session import CATCH_UP_STEPS
+
+    for loud in (False, True):
+        session = Engine(codec).add_session()
+        frame = session.frame_size
+        level = 0.1 if loud else 0.0
+        session.push_audio(np.full(frame, level, np.float32), session.sample_rate)  # one frame ahead, for good
+        for step in range(2 * CATCH_UP_STEPS):
+            session.push_audio(np.full(frame, level, np.float32), session.sample_rate)
+            session.next_frame()
+        ahead = session._pending.shape[0] // frame
+        assert (session.timings.skipped_input, ahead) == ((0, 1) if loud else (1, 0)), loud
+        if not loud:  # a client that sends two frames at a time is not behind: nothing is skipped
+            for step in range(4 * CATCH_UP_STEPS):
+                if step % 2 == 0:
+                    session.push_audio(np.zeros(2 * frame, np.float32), session.sample_rate)
+                session.next_frame()
+            assert session.timings.skipped_input == 1 and session.timings.late_frames == 0
