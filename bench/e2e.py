@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import statistics
 import sys
 import tempfile
@@ -21,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assistant.commands.serve import build_engine  # noqa: E402
-from assistant.server import build_app  # noqa: E402
+from assistant.loopback import serving, started_page  # noqa: E402
 
 
 def click_wav(path: Path, rate: int = 48_000) -> Path:
@@ -40,24 +38,10 @@ def click_wav(path: Path, rate: int = 48_000) -> Path:
 
 
 async def mouth_to_ear(url: str, wav: Path, threshold: float) -> float | None:
-    from playwright.async_api import async_playwright
-
-    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}%noloop",
-            "--autoplay-policy=no-user-gesture-required", "--allow-loopback-in-peer-connection",
-            "--disable-features=WebRtcHideLocalIpsWithMdns"]
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=args)
-        page = await browser.new_page()
-        await page.goto(url)
-        await page.select_option("#camera", "")
-        await page.click("#start")
-        await page.wait_for_function("window.tutti.connected === true", timeout=15_000)
+    async with started_page(url, wav) as page:
         await page.evaluate(f"window.tutti.measureOnsets(0.3, {threshold})")
         await asyncio.sleep(5)
         onsets = await page.evaluate("window.tutti.onsets")
-        await browser.close()
     print(f"  page-clock onsets: microphone {onsets['mic']}, returned audio {onsets['remote']} "
           f"(its idle level {onsets['remoteFloor']:.3f})")
     if onsets["mic"] is None or onsets["remote"] is None or onsets["remote"] < onsets["mic"]:
@@ -67,19 +51,14 @@ async def mouth_to_ear(url: str, wav: Path, threshold: float) -> float | None:
 
 async def run(model: str, threshold: float) -> None:
     engine = build_engine(model, 8)
-    runner = web.AppRunner(build_app(engine, loopback=True))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/"
     steps: list[tuple[float, dict]] = []
     plumbing: list[float] = []
-    engine.on_step = lambda r: (steps.append((r.seconds, r.stages)),
-                                plumbing.extend(p for s in engine.sessions for p in s.timings.plumbing),
-                                [s.timings.plumbing.clear() for s in engine.sessions])
-    with tempfile.TemporaryDirectory() as tmp:
-        latency = await mouth_to_ear(url, click_wav(Path(tmp) / "click.wav"), threshold)
-    await runner.cleanup()
+    async with serving(engine) as (url, _):
+        engine.on_step = lambda r: (steps.append((r.seconds, r.stages)),  # in place of the server's metrics
+                                    plumbing.extend(p for s in engine.sessions for p in s.timings.plumbing),
+                                    [s.timings.plumbing.clear() for s in engine.sessions])
+        with tempfile.TemporaryDirectory() as tmp:
+            latency = await mouth_to_ear(url, click_wav(Path(tmp) / "click.wav"), threshold)
     frame_ms = 1000 * engine.frame_seconds
     print(f"model {model}: mouth-to-ear in Chromium (loopback): "
           f"{'not detected' if latency is None else f'{latency:.0f} ms'}; codec frame {frame_ms:.0f} ms")

@@ -29,3 +29,9 @@ def codec_model(request) -> MimiCodec:
     """The test codec with each output head: Mimi's SEANet decoder and the iSTFT head of tutti-tiny."""
     torch.manual_seed(0)
     return randomize_codebooks(MimiCodec(HEADS[request.param]).eval())
+
+
+def random_codec() -> MimiCodec:
+    """The `test` codec preset with random weights and spread-out codebooks (end-to-end tests)."""
+    torch.manual_seed(0)
+    return randomize_codebooks(MimiCodec(preset("test")).eval())

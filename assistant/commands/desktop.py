@@ -56,7 +56,7 @@ def cmd_desktop(args: argparse.Namespace) -> int:
         print(f"tutti: error: {e}", file=sys.stderr)
         return 2
     t = session.timings
-    print(f"steps {t.steps} heard {t.steps - t.late_frames} late {t.late_frames} "
+    print(f"steps {t.steps} heard {t.steps - t.late_frames} late {t.late_frames} skipped_quiet {t.skipped_input} "
           f"camera_frames {devices.camera_frames} played_samples {devices.played}")
     return 0
 

@@ -11,8 +11,9 @@ import pytest
 import pytest_asyncio
 
 from assistant.engine import Engine
+from assistant.loopback import CHROMIUM, serving, started_page
 
-from .live import CHROMIUM, launch_chromium, serving, random_codec
+from ..conftest import random_codec
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
 
 
@@ -46,30 +47,20 @@ async def server():
 
 @pytest.mark.asyncio
 async def test_browser_session_sends_audio_and_video_and_hears_the_server(server, tmp_path):
-    from playwright.async_api import async_playwright
-
     url, engine = server
     wav, y4m = write_wav(tmp_path / "mic.wav"), write_y4m(tmp_path / "cam.y4m")
-    async with async_playwright() as p:
-        browser = await launch_chromium(p, wav, y4m)
-        try:
-            page = await browser.new_page()
-            await page.goto(url + "/")
-            await page.click("#start")
-            await page.wait_for_function("window.tutti.connected === true", timeout=15_000)
-            await page.wait_for_function("(window.tutti.packets || 0) > 50", timeout=15_000)
-            await asyncio.sleep(1.5)
-            assert len(engine.sessions) == 1
-            session = engine.sessions[0]
-            heard = session.timings.steps - session.timings.late_frames
-            assert heard > 5, "the server received no audio from the browser"
-            assert session.video is not None and session.video.shape[2] == 3, "no camera frame reached the server"
-            assert await page.evaluate("window.tutti.events") > 0, "no data-channel event reached the page"
-            assert await page.get_attribute("#captions", "aria-live") == "polite"
-            await page.click("#stop")
-            await page.wait_for_function("window.tutti.connected === false")
-        finally:
-            await browser.close()
+    async with started_page(url, wav, y4m) as page:
+        await page.wait_for_function("(window.tutti.packets || 0) > 50", timeout=15_000)
+        await asyncio.sleep(1.5)
+        assert len(engine.sessions) == 1
+        session = engine.sessions[0]
+        heard = session.timings.steps - session.timings.late_frames
+        assert heard > 5, "the server received no audio from the browser"
+        assert session.video is not None and session.video.shape[2] == 3, "no camera frame reached the server"
+        assert await page.evaluate("window.tutti.events") > 0, "no data-channel event reached the page"
+        assert await page.get_attribute("#captions", "aria-live") == "polite"
+        await page.click("#stop")
+        await page.wait_for_function("window.tutti.connected === false")
     for _ in range(50):
         if not engine.sessions:
             break
@@ -93,20 +84,10 @@ async def vision_server():
 
 @pytest.mark.asyncio
 async def test_page_shows_the_changed_patch_overlay(vision_server, tmp_path):
-    from playwright.async_api import async_playwright
-
     url, engine = vision_server
     wav, y4m = write_wav(tmp_path / "mic.wav"), write_y4m(tmp_path / "cam.y4m")
-    async with async_playwright() as p:
-        browser = await launch_chromium(p, wav, y4m)
-        try:
-            page = await browser.new_page()
-            await page.goto(url + "/")
-            await page.click("#start")
-            await page.wait_for_function("window.tutti.vision && window.tutti.vision.changed.length > 0",
-                                         timeout=20_000)
-            vision = await page.evaluate("window.tutti.vision")
-            assert vision["grid"] == 8 and all(0 <= i < 64 for i in vision["changed"])
-            assert "Re-encoded:" in await page.inner_text("#vision")
-        finally:
-            await browser.close()
+    async with started_page(url, wav, y4m) as page:
+        await page.wait_for_function("window.tutti.vision && window.tutti.vision.changed.length > 0", timeout=20_000)
+        vision = await page.evaluate("window.tutti.vision")
+        assert vision["grid"] == 8 and all(0 <= i < 64 for i in vision["changed"])
+        assert "Re-encoded:" in await page.inner_text("#vision")

@@ -6,8 +6,9 @@ import pytest
 import pytest_asyncio
 
 from assistant.engine import Engine
+from assistant.loopback import serving
 
-from .live import serving, random_codec
+from ..conftest import random_codec
 
 VIDEO_ONLY = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
 

@@ -19,7 +19,7 @@ from assistant.commands.serve import build_engine
 from assistant.evaluate import answer_correct, held_out_cases, normalise
 from assistant.synth.dialogue import answers
 
-from .live import CHROMIUM, launch_chromium, serving
+from assistant.loopback import CHROMIUM, serving, started_page
 
 pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)"),
               pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")]
@@ -60,24 +60,14 @@ async def server():
 
 @pytest.mark.asyncio
 async def test_browser_question_gets_the_right_spoken_answer(server, tmp_path):
-    from playwright.async_api import async_playwright
-
     case = held_out_cases(CASE + 1)[CASE]
     question_start, question_end = write_question(tmp_path / "mic.wav", case.audio, case.rate)
     y4m = write_scene(tmp_path / "cam.y4m", case.image)
-    async with async_playwright() as p:
-        browser = await launch_chromium(p, tmp_path / "mic.wav", y4m)
-        try:
-            page = await browser.new_page()
-            await page.goto(server + "/")
-            await page.click("#start")
-            await page.wait_for_function("window.tutti.connected === true", timeout=15_000)
-            await page.evaluate(f"window.tutti.measureOnsets({MIC_THRESHOLD}, 0.05)")
-            await asyncio.sleep(question_end + 4)
-            captions = await page.evaluate("window.tutti.captions")
-            onsets = await page.evaluate("window.tutti.onsets")
-        finally:
-            await browser.close()
+    async with started_page(server, tmp_path / "mic.wav", y4m) as page:
+        await page.evaluate(f"window.tutti.measureOnsets({MIC_THRESHOLD}, 0.05)")
+        await asyncio.sleep(question_end + 4)
+        captions = await page.evaluate("window.tutti.captions")
+        onsets = await page.evaluate("window.tutti.onsets")
     right = answer_correct(case.turn.answer, captions)
     print(f"asked {case.turn.question!r}; captions {captions!r}; expected {case.turn.answer!r} "
           f"({'right' if right else 'wrong'})")

@@ -10,9 +10,10 @@ import pytest_asyncio
 
 from assistant.client import webrtc_session
 from assistant.engine import Engine
+from assistant.loopback import serving
 from assistant.server import PEERS
 
-from .live import serving, random_codec
+from ..conftest import random_codec
 
 
 @pytest_asyncio.fixture

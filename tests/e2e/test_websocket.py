@@ -12,8 +12,9 @@ import websockets
 
 from assistant.client import converse
 from assistant.engine import Engine
+from assistant.loopback import serving
 
-from .live import serving, random_codec
+from ..conftest import random_codec
 
 
 @pytest_asyncio.fixture

@@ -1,27 +1,21 @@
-"""A live `tutti serve` app on 127.0.0.1 for the end-to-end tests, and the headless Chromium they drive."""
+"""A live app on a free 127.0.0.1 port and headless Chromium with fake devices that opens its page:
+what the end-to-end tests and `bench/e2e.py` drive (their traffic never leaves loopback).
+
+Needs the test extras (playwright) and Debian's `chromium`.
+"""
 from __future__ import annotations
 
 import shutil
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
-import torch
 from aiohttp import web
 
-from assistant.engine import Engine
-from assistant.server import build_app
-
-from ..conftest import randomize_codebooks
+from .engine import Engine
+from .server import build_app
 
 CHROMIUM = shutil.which("chromium")
-
-
-def random_codec():
-    from codec import MimiCodec, preset
-
-    torch.manual_seed(0)
-    return randomize_codebooks(MimiCodec(preset("test")).eval())
 
 
 @asynccontextmanager
@@ -38,7 +32,7 @@ async def serving(engine: Engine, loopback: bool = True) -> AsyncIterator[tuple[
         await runner.cleanup()
 
 
-async def launch_chromium(playwright, wav: Path, y4m: Path | None = None):
+async def launch_chromium(playwright: Any, wav: Path, y4m: Path | None = None) -> Any:
     """Debian's chromium, headless, fake microphone (and camera) fed from files, loopback-only WebRTC."""
     args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
@@ -48,3 +42,23 @@ async def launch_chromium(playwright, wav: Path, y4m: Path | None = None):
     if y4m is not None:
         args.append(f"--use-file-for-fake-video-capture={y4m}")
     return await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+
+
+@asynccontextmanager
+async def started_page(url: str, wav: Path, y4m: Path | None = None) -> AsyncIterator[Any]:
+    """The page at `url` in headless Chromium, its session started and connected (no camera without `y4m`);
+    the browser closes on exit."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await launch_chromium(p, wav, y4m)
+        try:
+            page = await browser.new_page()
+            await page.goto(url + "/")
+            if y4m is None:
+                await page.select_option("#camera", "")
+            await page.click("#start")
+            await page.wait_for_function("window.tutti.connected === true", timeout=15_000)
+            yield page
+        finally:
+            await browser.close()
