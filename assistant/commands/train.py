@@ -33,7 +33,12 @@ def run(args: argparse.Namespace) -> int:
         device = torch.device("cuda", world.rank % torch.cuda.device_count())
     out = Path(args.out)
     torch.manual_seed(args.seed)  # identical initial weights on every process
-    stage = module.stage(args.recipe, args.seed, out, **({"codec": Path(args.codec)} if args.stage != "vision" else {}))
+    inputs: dict = {} if args.stage == "vision" else {"codec": Path(args.codec)}
+    if args.stage == "lm":
+        inputs.update(vision=Path(args.vision), init=Path(args.init) if args.init else None)
+    elif args.init:
+        raise ValueError("--init is for the lm stage (a codec's decoder-only recipe starts from --codec)")
+    stage = module.stage(args.recipe, args.seed, out, **inputs)
     schedule = stage.schedule if args.steps is None else replace(stage.schedule, steps=args.steps)
     plot = Path(args.plot) if args.plot else None
     trainer = Trainer(args.stage, stage.model, schedule, out, device, world, stage.export, plot)
@@ -63,4 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--codec", default="assistant/weights/tutti-tiny/codec.safetensors",
                    help="lm: the trained codec that tokenizes the dialogues; codec with a decoder-only recipe: "
                         "the codec whose decoder is fine-tuned")
+    p.add_argument("--vision", default="assistant/weights/tutti-tiny/vision.safetensors",
+                   help="lm: the trained vision encoder whose tokens the LM attends to")
+    p.add_argument("--init", help="lm: start from these weights (e.g. an earlier run's lm.safetensors) instead of "
+                                  "random ones; a checkpoint in --out still takes precedence")
     p.set_defaults(func=run, errors=(ValueError, OSError))

@@ -35,7 +35,8 @@ def test_all_three_stages_train_export_and_plot(tmp_path):
     plot = tmp_path / "docs" / "codec.svg"
     assert train("codec", "--recipe", "smoke", "--out", str(out), "--plot", str(plot)) == 0
     assert train("vision", "--recipe", "smoke", "--out", str(out)) == 0
-    assert train("lm", "--recipe", "smoke", "--out", str(out), "--codec", str(out / "codec.safetensors")) == 0
+    assert train("lm", "--recipe", "smoke", "--out", str(out), "--codec", str(out / "codec.safetensors"),
+                 "--vision", str(out / "vision.safetensors")) == 0
     for name in ("codec", "vision", "lm"):
         assert (out / f"{name}.safetensors").stat().st_size > 0
         rows = (out / f"{name}-loss.tsv").read_text().splitlines()
@@ -82,3 +83,28 @@ def test_decoder_fine_tuning_keeps_the_codes(tmp_path):
     assert fixed and trained
     assert all(torch.equal(before[k], after[k]) for k in fixed)
     assert any(not torch.equal(before[k], after[k]) for k in trained)
+
+
+def test_lm_warm_starts_from_earlier_weights(tmp_path, capsys):
+    from assistant.model.checkpoint import save_lm
+    from assistant.model.config import lm_preset
+    from assistant.model.lm import StreamingLM
+
+    out = tmp_path / "run"
+    assert train("codec", "--recipe", "smoke", "--out", str(out)) == 0
+    assert train("vision", "--recipe", "smoke", "--out", str(out)) == 0
+    inputs = ["--recipe", "smoke", "--codec", str(out / "codec.safetensors"), "--vision", str(out / "vision.safetensors")]
+    assert train("lm", *inputs, "--out", str(out)) == 0
+    assert train("lm", *inputs, "--out", str(tmp_path / "warm"), "--init", str(out / "lm.safetensors")) == 0
+    assert train("lm", *inputs, "--out", str(tmp_path / "cold")) == 0
+
+    def first_loss(run: Path) -> float:
+        return float((run / "lm-loss.tsv").read_text().splitlines()[0].split("\t")[1])
+
+    # The same batches, from weights that have already learnt them: a lower loss from the first log on.
+    assert first_loss(tmp_path / "warm") < first_loss(tmp_path / "cold")
+    other = tmp_path / "other.safetensors"
+    save_lm(StreamingLM(lm_preset("test")), other)
+    assert train("lm", *inputs, "--out", str(tmp_path / "bad"), "--init", str(other)) == 2
+    assert "its architecture is not recipe 'smoke'" in capsys.readouterr().err
+    assert train("vision", "--recipe", "smoke", "--out", str(tmp_path / "v"), "--init", str(other)) == 2
