@@ -200,8 +200,12 @@ class Engine:
 
     def _frame_completed(self) -> None:
         """Called by sessions (from any thread) when an input frame completes: wake the clock if all are in."""
-        if self._loop is not None and self._wake is not None and self._all_fresh():
-            self._loop.call_soon_threadsafe(self._wake.set)
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and self._all_fresh():
+            try:
+                loop.call_soon_threadsafe(wake.set)
+            except RuntimeError:  # the clock stopped and its loop closed meanwhile
+                pass
 
     async def _until(self, deadline: float, earliest: float, stop: asyncio.Event) -> bool:
         """Wait for the deadline, or from `earliest` on for every session's frame; True when woken early."""
