@@ -110,6 +110,7 @@ class Engine:
             self._encoders.pop(session.id, None)
             session.closed = True
             self._state = select_rows(self._state, keep) if keep else None
+        self._frame_completed()  # the others may have been waiting only for this one
 
     # -- one frame -------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -193,15 +194,24 @@ class Engine:
             return 0.0
         return max(-period / 4, min(period / 4, -PHASE_GAIN * statistics.median(errors)))
 
-    def _all_fresh(self) -> bool:
-        """Whether every live session has a frame that completed since the last step began."""
-        sessions = list(self.sessions)
-        return bool(sessions) and all(s.last_ready is not None and s.last_ready > self._started for s in sessions)
+    def _all_in(self) -> bool:
+        """Whether every session that is sending has just its next frame waiting, completed since the last
+        step began: nothing left to wait for. One with more waiting is behind or sending ahead (it gets no
+        early steps: the clock must not race); one silent for a while is stepped at the deadline as ever."""
+        period, now, sending = self.frame_seconds, time.monotonic(), 0
+        for s in list(self.sessions):
+            if s.last_ready is None or now - s.last_ready > 4 * period:
+                continue
+            waiting, fresh = s.waiting(self._started)
+            if waiting != 1 or not fresh:
+                return False
+            sending += 1
+        return sending > 0
 
     def _frame_completed(self) -> None:
         """Called by sessions (from any thread) when an input frame completes: wake the clock if all are in."""
         loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None and self._all_fresh():
+        if loop is not None and wake is not None and self._all_in():
             try:
                 loop.call_soon_threadsafe(wake.set)
             except RuntimeError:  # the clock stopped and its loop closed meanwhile
@@ -215,10 +225,11 @@ class Engine:
             if now >= deadline:
                 return False
             self._wake.clear()
-            if now >= earliest and self._all_fresh():
+            if now >= earliest and self._all_in():
                 return True
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=(deadline if now >= earliest else earliest) - now)
+                until = deadline if now >= earliest else min(earliest, deadline)
+                await asyncio.wait_for(self._wake.wait(), timeout=until - now)
             except asyncio.TimeoutError:
                 pass
         return False
@@ -228,9 +239,10 @@ class Engine:
         event loop (transports) stays responsive. A step comes as soon as every session's frame is in, or at
         the phase-locked deadline for late ones; a step that overruns is followed at once by the next."""
         loop = asyncio.get_running_loop()
-        self._loop, self._wake = loop, asyncio.Event()
+        wake = asyncio.Event()
+        self._loop, self._wake = loop, wake
         stopper = loop.create_task(stop.wait())
-        stopper.add_done_callback(lambda _: self._wake.set())
+        stopper.add_done_callback(lambda _: wake.set())
         next_at, early = loop.time(), False
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tutti-engine") as worker:

@@ -25,6 +25,10 @@ VOICE_RMS = 0.01  # input level (about -40 dBFS) taken as the user speaking
 CATCH_UP_STEPS = 12  # steps (about 1 s) an input backlog must last before quiet frames are skipped to shed it
 
 
+def quiet(frame: torch.Tensor) -> bool:
+    return bool(frame.pow(2).mean().sqrt() < VOICE_RMS)
+
+
 @dataclass
 class Output:
     """One frame of the assistant's speech (at the codec's rate) and the caption text it added."""
@@ -64,6 +68,7 @@ class Session:
         self.last_ready: float | None = None  # when the newest whole input frame was complete (the clock aligns to it)
         self.on_frame: Callable[[], None] | None = None  # told (outside the lock) when an input frame completes
         self._backlogged = 0  # consecutive steps that found more than one whole frame waiting
+        self._quiet_before = True  # whether the last frame stepped was quiet (skipping needs quiet around it)
         self._max_pending = int(max_buffer_s * sample_rate)
         self.video: np.ndarray | None = None  # latest camera frame, replaced by each new one
         self.outputs: deque[Output] = deque(maxlen=max_output_frames)
@@ -118,23 +123,31 @@ class Session:
             return self.outputs.popleft() if self.outputs else None
 
     # -- engine side -----------------------------------------------------------------------------
+    def waiting(self, since: float) -> tuple[int, bool]:
+        """Whole input frames waiting, and whether the newest completed after `since` (the clock asks)."""
+        with self._lock:
+            return len(self._ready), bool(self._ready) and self._ready[-1] > since
+
     def next_frame(self) -> torch.Tensor:
         """The next whole frame of input, or silence when none is ready (the session is late)."""
         with self._lock:
             if self._pending.shape[0] < self.frame_size:
                 self.timings.late_frames += 1
-                self._frame_ready = None
+                self._frame_ready, self._backlogged, self._quiet_before = None, 0, True
                 return torch.zeros(self.frame_size)
-            self._backlogged = self._backlogged + 1 if self._pending.shape[0] >= 2 * self.frame_size else 0
-            if self._backlogged >= CATCH_UP_STEPS and self._pending[: self.frame_size].pow(2).mean().sqrt() < VOICE_RMS:
+            n = self.frame_size
+            self._backlogged = self._backlogged + 1 if self._pending.shape[0] >= 2 * n else 0
+            if self._backlogged >= CATCH_UP_STEPS and self._quiet_before and quiet(self._pending[: n]) \
+                    and quiet(self._pending[n: 2 * n]):
                 # Input has run a frame (or more) behind for a second, e.g. since a late packet: every answer
-                # comes that much later. Skipping a quiet frame sheds it without losing the user's words.
-                self._pending = self._pending[self.frame_size:]
+                # comes that much later. Skipping a frame amid quiet sheds it without losing the user's words.
+                self._pending = self._pending[n:]
                 self._ready.popleft()
                 self._backlogged = 0
                 self.timings.skipped_input += 1
-            frame, self._pending = self._pending[: self.frame_size], self._pending[self.frame_size:]
+            frame, self._pending = self._pending[:n], self._pending[n:]
             self._frame_ready = self._ready.popleft()
+            self._quiet_before = quiet(frame)
             return frame
 
     def take_video(self) -> np.ndarray | None:

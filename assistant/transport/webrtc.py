@@ -32,7 +32,7 @@ RATE = 48_000  # Opus
 PIECE = 960  # 20 ms at 48 kHz
 MAX_BACKLOG_FRAMES = 1  # engine frames of speech the outgoing track may hold
 SLOT_MARGIN = 0.005  # the outgoing track aims to send new speech this long after the engine delivers it
-SLOT_GAIN = 0.5  # fraction of the excess wait corrected per delivery
+SLOT_GAIN = 0.5  # fraction of the slot grid's phase error corrected per delivery
 VIDEO_FPS = 5.0
 MAX_OFFER = 64 * 1024
 
@@ -42,6 +42,16 @@ def loopback_only() -> None:
     import aioice.ice
 
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+
+
+def grid_shift(lag: float, ahead: float) -> float:
+    """How much earlier (negative: later) to move the outgoing track's 20 ms slot grid, given that new speech
+    was delivered `lag` seconds before the slot that takes it (nominal time, so that a late wake-up does not
+    count) with `ahead` seconds of speech queued in front. The slot's phase is pulled towards SLOT_MARGIN after
+    deliveries both ways (a wrapped error: jitter cannot make the grid run away); a queue is only ever shed."""
+    slot = PIECE / RATE
+    phase = (lag - SLOT_MARGIN + slot / 2) % slot - slot / 2
+    return max(-slot / 2, min(slot / 2, SLOT_GAIN * (phase + ahead)))
 
 
 class SpeechTrack(MediaStreamTrack):
@@ -64,11 +74,8 @@ class SpeechTrack(MediaStreamTrack):
         due = self.start + self.sent / RATE
         await asyncio.sleep(max(0.0, due - time.monotonic()))
         while (out := self.session.pop_output()) is not None:
-            # Its first sample leaves after the whole pieces queued ahead of it, 20 ms each. Any wait beyond a
-            # small margin moves the slot grid earlier, so that later speech leaves just after it is made.
-            ahead = (self.buffer.shape[0] // PIECE) * PIECE / RATE
-            waited = time.monotonic() - out.delivered_at + ahead
-            self.start -= min(PIECE / RATE / 2, SLOT_GAIN * max(0.0, waited - SLOT_MARGIN))
+            ahead = (self.buffer.shape[0] // PIECE) * PIECE / RATE  # its first sample leaves after these pieces
+            self.start -= grid_shift(due - out.delivered_at, ahead)
             if out.ready_at is not None:
                 self.session.timings.plumbing.append(time.monotonic() - out.ready_at + ahead)
             more = self.resampler(torch.from_numpy(out.audio)).numpy()

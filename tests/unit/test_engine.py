@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from assistant.engine import Engine, EngineError
+from assistant.session import Session
 from assistant.model.config import lm_preset
 from assistant.model.lm import StreamingLM
 from codec import CodecInputError
@@ -226,52 +227,81 @@ def test_session_stamps_when_frames_complete(codec):
 @pytest.mark.asyncio
 async def test_clock_steps_as_soon_as_every_session_has_its_frame(codec):
     engine = Engine(codec)
-    engine._loop, engine._wake = asyncio.get_running_loop(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    engine._loop, engine._wake = loop, asyncio.Event()
     first, second = engine.add_session(), engine.add_session()
     frame = np.zeros(first.frame_size, np.float32)
-    engine._started = 0.0
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
 
-    async def frames_in(delay: float, *sessions) -> None:
-        await asyncio.sleep(delay)
+    def push(*sessions) -> None:
         for s in sessions:
             s.push_audio(frame, s.sample_rate)
 
+    async def later(*sessions) -> None:
+        await asyncio.sleep(0.02)
+        push(*sessions)
+
+    def stepped() -> None:  # what a step does to the clock's view: frames taken, a new start time
+        engine._started = time.monotonic()
+        for s in engine.sessions:
+            s.next_frame()
+
+    push(first, second)
+    stepped()
     # Only one session's frame is in: the clock keeps to its deadline for the other.
-    feeder = asyncio.create_task(frames_in(0.02, first))
+    feeder = asyncio.create_task(later(first))
     assert not await engine._until(loop.time() + 0.3, 0.0, stop)
     await feeder
-    # Both are in: it wakes at once rather than at a deadline 30 s away.
-    engine._started = time.monotonic()
-    feeder = asyncio.create_task(frames_in(0.02, first, second))
+    # The other's comes: it wakes at once rather than at a deadline 30 s away.
+    feeder = asyncio.create_task(later(second))
     assert await asyncio.wait_for(engine._until(loop.time() + 30, 0.0, stop), timeout=10)
     await feeder
     # Frames that are in before the earliest time for a step wait for it (no steps in a burst).
-    engine._started = time.monotonic()
-    for s in (first, second):
-        s.push_audio(frame, s.sample_rate)
+    stepped()
+    push(first, second)
     earliest = loop.time() + 0.1
     assert await engine._until(loop.time() + 30, earliest, stop)
     assert loop.time() >= earliest
+    # A session sending ahead (two frames waiting) gets no early steps: the clock must not race.
+    stepped()
+    push(first, second, second)
+    assert not await engine._until(loop.time() + 0.2, 0.0, stop)
+    # A session that stopped sending does not hold the others back; one leaving wakes the clock.
+    stepped()
+    push(first)
+    second.last_ready -= 1.0
+    assert await asyncio.wait_for(engine._until(loop.time() + 30, 0.0, stop), timeout=10)
+    second.last_ready += 1.0
+    feeder = loop.call_later(0.02, engine.remove_session, second)
+    assert await asyncio.wait_for(engine._until(loop.time() + 30, 0.0, stop), timeout=10)
 
 
 def test_a_lasting_input_backlog_is_shed_in_quiet_frames_only(codec):
     from assistant.session import CATCH_UP_STEPS
 
-    for loud in (False, True):
+    def behind(level: float, steps: int) -> Session:  # a session kept one frame behind
         session = Engine(codec).add_session()
-        frame = session.frame_size
-        level = 0.1 if loud else 0.0
-        session.push_audio(np.full(frame, level, np.float32), session.sample_rate)  # one frame ahead, for good
-        for step in range(2 * CATCH_UP_STEPS):
-            session.push_audio(np.full(frame, level, np.float32), session.sample_rate)
+        session.push_audio(np.full(session.frame_size, level, np.float32), session.sample_rate)
+        for _ in range(steps):
+            session.push_audio(np.full(session.frame_size, level, np.float32), session.sample_rate)
             session.next_frame()
-        ahead = session._pending.shape[0] // frame
-        assert (session.timings.skipped_input, ahead) == ((0, 1) if loud else (1, 0)), loud
-        if not loud:  # a client that sends two frames at a time is not behind: nothing is skipped
-            for step in range(4 * CATCH_UP_STEPS):
-                if step % 2 == 0:
-                    session.push_audio(np.zeros(2 * frame, np.float32), session.sample_rate)
-                session.next_frame()
-            assert session.timings.skipped_input == 1 and session.timings.late_frames == 0
+        return session
+
+    loud, quiet = behind(0.1, 2 * CATCH_UP_STEPS), behind(0.0, 2 * CATCH_UP_STEPS)
+    frame = quiet.frame_size
+    assert (loud.timings.skipped_input, loud._pending.shape[0] // frame) == (0, 1)  # speech is never skipped
+    assert (quiet.timings.skipped_input, quiet._pending.shape[0] // frame) == (1, 0)
+    # The frame stepped after a skip answers for its own arrival time.
+    session = behind(0.0, CATCH_UP_STEPS - 1)
+    session.push_audio(np.zeros(frame, np.float32), session.sample_rate)
+    stamps = list(session._ready)
+    session.next_frame()
+    session.deliver(np.zeros(frame, np.float32), "")
+    assert session.timings.skipped_input == 1 and session.pop_output().ready_at == stamps[1]
+    # A client that sends two frames at a time is never a second behind: nothing is skipped.
+    session = Engine(codec).add_session()
+    for step in range(4 * CATCH_UP_STEPS):
+        if step % 2 == 0:
+            session.push_audio(np.zeros(2 * frame, np.float32), session.sample_rate)
+        session.next_frame()
+    assert session.timings.skipped_input == 0 and session.timings.late_frames == 0
