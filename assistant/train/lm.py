@@ -54,7 +54,7 @@ RECIPES = {
     "tiny": LMRecipe(lm_preset("tiny"), Schedule(steps=1400, lr=1e-3, warmup=150, save_every=200), batch=16,
                      frames=88, examples=20_000),
     # Goes on from "tiny"'s weights (--init) on three times the dialogues (the first 20 000 are the same).
-    "tiny-more": LMRecipe(lm_preset("tiny"), Schedule(steps=3000, lr=5e-4, warmup=100, save_every=200), batch=16,
+    "tiny-more": LMRecipe(lm_preset("tiny"), Schedule(steps=2600, lr=5e-4, warmup=100, save_every=200), batch=16,
                           frames=88, examples=60_000),
     "smoke": LMRecipe(lm_preset("test").with_(card=32, n_q=8, dep_q=4, delays=(0, 0, 1, 1, 1, 0, 1, 1, 1), text_card=80,
                                               vision_dim=32, vision_tokens=64),
