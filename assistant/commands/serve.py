@@ -34,8 +34,7 @@ def build_engine(model: str, max_sessions: int):
     vision = load_vision(files.vision) if files.vision is not None else None
     log.info("model %s: codec %s, LM %s, vision %s", model, files.codec.name, files.lm.name,
              files.vision.name if files.vision else "none")
-    # tutti-tiny answers best with its most likely tokens; larger models sample (their configs' settings)
-    return Engine(codec, lm, vision=vision, tokenizer=tokenizer, max_sessions=max_sessions, greedy=model == "tiny")
+    return Engine(codec, lm, vision=vision, tokenizer=tokenizer, max_sessions=max_sessions)  # sampling: lm.cfg
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ class LMConfig(JsonConfig):
     vision_dim: int = 0  # width of the vision tokens handed to the model
     vision_tokens: int = 0  # tokens per image the per-session key/value cache holds
     gate_hidden: int = 512
-    # sampling defaults
+    # sampling defaults (a temperature of 0: the most likely token)
     temperature: float = 0.8
     top_k: int = 250
     text_temperature: float = 0.7
@@ -52,6 +52,11 @@ class LMConfig(JsonConfig):
             raise ValueError("delays must be >= 0")
         if bool(self.vision_dim) != bool(self.vision_tokens):
             raise ValueError("vision_dim and vision_tokens go together (both 0 for no vision adapters)")
+
+    def same_architecture(self, other: LMConfig) -> bool:
+        """Equal but for the sampling defaults: weights of one fit the other."""
+        sampling = ("temperature", "top_k", "text_temperature", "text_top_k")
+        return self.with_(**{k: getattr(other, k) for k in sampling}) == other
 
     @property
     def n_user(self) -> int:
@@ -73,10 +78,11 @@ PRESETS: dict[str, LMConfig] = {
     "moshi-7b": LMConfig(),
     "moshivis-7b": LMConfig(vision_dim=1152, vision_tokens=1024),
     # The bundled model's size (11.6M parameters, 23 MB in fp16): the codec's 8 x 1024 codebooks, a small text
-    # vocabulary, 64 vision tokens.
+    # vocabulary, 64 vision tokens. It answers best with its most likely tokens (temperatures 0).
     "tiny": LMConfig(dim=192, num_heads=4, num_layers=6, hidden=512, context=375, text_card=128, card=1024,
                      depformer_dim=128, depformer_heads=4, depformer_layers=2, depformer_hidden=352,
-                     vision_dim=192, vision_tokens=64, gate_hidden=64, delays=_TINY_DELAYS),
+                     vision_dim=192, vision_tokens=64, gate_hidden=64, delays=_TINY_DELAYS,
+                     temperature=0.0, text_temperature=0.0),
     # The smallest model with every part; unit tests.
     "test": LMConfig(dim=32, num_heads=4, num_layers=2, hidden=48, context=10, text_card=40, card=24, n_q=4, dep_q=2,
                      delays=(0, 0, 1, 0, 1), depformer_dim=16, depformer_heads=2, depformer_layers=2,

@@ -213,7 +213,7 @@ def stage(recipe_name: str, seed: int, out: Path, codec: Path, vision: Path, ini
     model = StreamingLM(recipe.config)
     if init is not None:
         start = load_lm(init)
-        if start.cfg != recipe.config:
+        if not start.cfg.same_architecture(recipe.config):
             raise ValueError(f"--init {init}: its architecture is not recipe {recipe_name!r}'s")
         model.load_state_dict(start.state_dict())
     tokenizer = train_tokenizer(out / "tokenizer.model")
