@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from assistant.synth.scenes import COLOURS, SHAPES, Scene  # noqa: E402
-from encoders.frames import to_pixels  # noqa: E402
+from assistant.train.vision import scene_pixels  # noqa: E402
 from encoders.siglip import load_vision  # noqa: E402
 
 TRAIN_SHARE = 0.8
@@ -35,7 +35,7 @@ def scenes(count: int, size: int, seed: int) -> tuple[torch.Tensor, dict[str, to
             cell = item.row * 3 + item.col
             labels["colour"][i, cell] = 1 + list(COLOURS).index(item.colour)
             labels["shape"][i, cell] = 1 + SHAPES.index(item.shape)
-        pixels.append(to_pixels(scene.render(size * 2, rng, t=float(rng.uniform(0, 2))), size))
+        pixels.append(scene_pixels(scene, size, rng))
     return torch.stack(pixels), {k: torch.from_numpy(v) for k, v in labels.items()}
 
 

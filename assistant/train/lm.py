@@ -23,7 +23,6 @@ from torch import nn
 
 from codec.checkpoint import load_codec
 from codec.model import MimiCodec
-from encoders.frames import to_pixels
 from encoders.siglip import SiglipVision, load_vision
 
 from ..model.config import LMConfig, lm_preset
@@ -35,6 +34,7 @@ from ..synth.dialogue import draw_turn, vocabulary
 from ..synth.scenes import Scene
 from ..synth.speech import ASSISTANT, TRAIN_VOICES, Voice, dither, espeak, room
 from .loop import Schedule, Stage, unwrap
+from .vision import scene_pixels
 
 PAD_WEIGHT = 0.2  # most text frames are padding; the words matter more
 
@@ -144,8 +144,7 @@ class Renderer:
             text[at: at + len(ids)] = torch.tensor(ids)
             said.append(w)
             at += length
-        size = self.vision.cfg.image_size
-        pixels = to_pixels(scene.render(size * 2, rng, t=float(rng.uniform(0, 2))), size)
+        pixels = scene_pixels(scene, self.vision.cfg.image_size, rng)
         return text, question, pixels, tuple(said), first
 
     def _stream(self, segments: list[tuple[int, torch.Tensor]], rng: np.random.Generator) -> torch.Tensor:

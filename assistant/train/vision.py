@@ -79,11 +79,16 @@ class Contrastive(nn.Module):
         return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
 
 
+def scene_pixels(scene: Scene, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """What the encoder sees of a scene in training: a moment of its 2 s clip, drawn at twice the size and
+    scaled down as a camera frame would be."""
+    return to_pixels(scene.render(size * 2, rng, t=float(rng.uniform(0, 2))), size)
+
+
 def scene_batch(recipe: VisionRecipe, seed: int, step: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     rng = np.random.default_rng([seed, step, rank, 2])
     scenes = [Scene.draw(rng) for _ in range(recipe.batch)]
-    size = recipe.config.image_size
-    pixels = torch.stack([to_pixels(s.render(size * 2, rng, t=float(rng.uniform(0, 2))), size) for s in scenes])
+    pixels = torch.stack([scene_pixels(s, recipe.config.image_size, rng) for s in scenes])
     return pixels, torch.stack([tokenize_caption(s.caption()) for s in scenes])
 
 
