@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from codec import MimiCodec, preset
+from codec.config import CodecConfig
 
 
 def randomize_codebooks(model: MimiCodec, seed: int = 0) -> MimiCodec:
@@ -27,11 +28,10 @@ HEADS = {"seanet": preset("test"),
 @pytest.fixture(params=sorted(HEADS))
 def codec_model(request) -> MimiCodec:
     """The test codec with each output head: Mimi's SEANet decoder and the iSTFT head of tutti-tiny."""
-    torch.manual_seed(0)
-    return randomize_codebooks(MimiCodec(HEADS[request.param]).eval())
+    return random_codec(HEADS[request.param])
 
 
-def random_codec() -> MimiCodec:
-    """The `test` codec preset with random weights and spread-out codebooks (end-to-end tests)."""
+def random_codec(config: CodecConfig | None = None) -> MimiCodec:
+    """A codec (default: the `test` preset) with seeded random weights and spread-out codebooks."""
     torch.manual_seed(0)
-    return randomize_codebooks(MimiCodec(preset("test")).eval())
+    return randomize_codebooks(MimiCodec(config or preset("test")).eval())

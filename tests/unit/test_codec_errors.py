@@ -8,14 +8,13 @@ from safetensors.torch import load_file, save_file
 from codec import CheckpointError, CodecInputError, load_codec, preset, save_codec
 from codec.checkpoint import MIMI_KEYS, rename_keys
 from codec.model import MimiCodec
-from tests.conftest import randomize_codebooks
+from tests.conftest import random_codec
 
 
 @pytest.fixture
 def codec_model() -> MimiCodec:
     """Mimi's SEANet decoder only: the public layout has no iSTFT head."""
-    torch.manual_seed(0)
-    return randomize_codebooks(MimiCodec(preset("test")).eval())
+    return random_codec()
 
 
 @pytest.mark.parametrize("wav, message", [

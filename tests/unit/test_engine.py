@@ -16,7 +16,7 @@ from codec import CodecInputError
 from codec.audio import resample
 from encoders import SiglipVision, vision_preset
 
-from ..conftest import randomize_codebooks
+from ..conftest import random_codec
 
 RATE = 48_000  # what WebRTC delivers
 
@@ -31,10 +31,7 @@ def frames_from(session) -> np.ndarray:
 
 @pytest.fixture
 def codec():
-    from codec import MimiCodec, preset
-
-    torch.manual_seed(0)
-    return randomize_codebooks(MimiCodec(preset("test")).eval())
+    return random_codec()
 
 
 def speech(seconds: float, seed: int) -> np.ndarray:
