@@ -26,7 +26,7 @@ from encoders import FrameError, SiglipVision, SparseEncoder, SparseSettings
 
 from .model.lm import StreamingLM
 from .model.tokenizer import TextTokenizer
-from .session import VOICE_RMS, Session
+from .session import Session
 
 log = logging.getLogger("tutti.engine")
 VOICE_HANGOVER = 12  # steps the "speaking" rate lasts after the last loud frame (about 1 s)
@@ -124,7 +124,7 @@ class Engine:
             before = self._counts(sessions)
             frames = torch.stack([s.next_frame() for s in sessions])[:, None]
             t0 = time.perf_counter()
-            self._update_vision(sessions, state, frames[:, 0])
+            self._update_vision(sessions, state)
             t1 = time.perf_counter()
             codes = self.codec.encode_step(frames, state["enc"])[:, :, 0]
             t2 = time.perf_counter()
@@ -156,15 +156,14 @@ class Engine:
         return (sum(s.timings.late_frames for s in sessions), sum(s.timings.dropped_output for s in sessions),
                 sum(s.timings.skipped_input for s in sessions))
 
-    def _update_vision(self, sessions: list[Session], state: dict, audio: torch.Tensor) -> None:
+    def _update_vision(self, sessions: list[Session], state: dict) -> None:
         """Encode camera frames more often while the user speaks (every SPEAKING_EVERY steps) than in
         silence (every SILENT_EVERY), and less often still if the encoder cannot keep up."""
         if self.vision is None or self.lm is None:
             return
-        speaking = (audio.pow(2).mean(dim=-1).sqrt() > VOICE_RMS).tolist()
         for row, session in enumerate(sessions):
             step = session.timings.steps
-            if speaking[row]:
+            if not session.last_quiet:  # this step's input frame
                 session.voice_until = step + VOICE_HANGOVER
             every = SPEAKING_EVERY if step < session.voice_until else SILENT_EVERY
             every *= max(1, math.ceil(session.vision_seconds / self.frame_seconds))  # never outrun the encoder

@@ -26,7 +26,7 @@ CATCH_UP_STEPS = 12  # steps (about 1 s) an input backlog must last before quiet
 
 
 def quiet(frame: torch.Tensor) -> bool:
-    return bool(frame.pow(2).mean().sqrt() < VOICE_RMS)
+    return not bool(frame.pow(2).mean().sqrt() > VOICE_RMS)
 
 
 @dataclass
@@ -68,7 +68,7 @@ class Session:
         self.last_ready: float | None = None  # when the newest whole input frame was complete (the clock aligns to it)
         self.on_frame: Callable[[], None] | None = None  # told (outside the lock) when an input frame completes
         self._backlogged = 0  # consecutive steps that found more than one whole frame waiting
-        self._quiet_before = True  # whether the last frame stepped was quiet (skipping needs quiet around it)
+        self.last_quiet = True  # whether the frame last stepped was quiet (camera sampling; skips need quiet)
         self._max_pending = int(max_buffer_s * sample_rate)
         self.video: np.ndarray | None = None  # latest camera frame, replaced by each new one
         self.outputs: deque[Output] = deque(maxlen=max_output_frames)
@@ -133,11 +133,11 @@ class Session:
         with self._lock:
             if self._pending.shape[0] < self.frame_size:
                 self.timings.late_frames += 1
-                self._frame_ready, self._backlogged, self._quiet_before = None, 0, True
+                self._frame_ready, self._backlogged, self.last_quiet = None, 0, True
                 return torch.zeros(self.frame_size)
             n = self.frame_size
             self._backlogged = self._backlogged + 1 if self._pending.shape[0] >= 2 * n else 0
-            if self._backlogged >= CATCH_UP_STEPS and self._quiet_before and quiet(self._pending[: n]) \
+            if self._backlogged >= CATCH_UP_STEPS and self.last_quiet and quiet(self._pending[: n]) \
                     and quiet(self._pending[n: 2 * n]):
                 # Input has run a frame (or more) behind for a second, e.g. since a late packet: every answer
                 # comes that much later. Skipping a frame amid quiet sheds it without losing the user's words.
@@ -147,7 +147,7 @@ class Session:
                 self.timings.skipped_input += 1
             frame, self._pending = self._pending[:n], self._pending[n:]
             self._frame_ready = self._ready.popleft()
-            self._quiet_before = quiet(frame)
+            self.last_quiet = quiet(frame)
             return frame
 
     def take_video(self) -> np.ndarray | None:
