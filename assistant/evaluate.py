@@ -24,7 +24,6 @@ from .synth.scenes import Scene
 from .synth.speech import HELD_OUT_VOICES, Voice, dither, espeak, room
 
 RATE = 16_000
-DITHER = 10 ** (-60 / 20)  # digital silence upsets the recognizer's noise estimate
 DISCOUNT = 0.5  # absolute discounting of bigram counts; the mass goes to the unigram back-off
 
 
@@ -71,8 +70,7 @@ class Recognizer:
         self.decoder = Decoder(lm=str(arpa), samprate=RATE, logfn="/dev/null")
 
     def transcribe(self, wav: torch.Tensor, sample_rate: int) -> str:
-        x = resample(wav.reshape(-1).float(), sample_rate, RATE).numpy()
-        x = x + np.random.default_rng(0).standard_normal(len(x)) * DITHER
+        x = dither(resample(wav.reshape(-1).float(), sample_rate, RATE), np.random.default_rng(0)).numpy()
         pcm = (np.clip(x, -1, 1) * 32767).astype(np.int16).tobytes()
         self.decoder.start_utt()
         self.decoder.process_raw(pcm, full_utt=True)

@@ -20,6 +20,8 @@ import torch
 from codec.audio import StreamingResampler
 from codec.errors import CodecInputError
 
+from .synth.speech import dither
+
 _ids = itertools.count(1)
 VOICE_RMS = 0.01  # input level (about -40 dBFS) taken as the user speaking
 CATCH_UP_STEPS = 12  # steps (about 1 s) an input backlog must last before quiet frames are skipped to shed it
@@ -75,6 +77,7 @@ class Session:
         self.timings = Timings()
         self.closed = False
         self._lock = threading.Lock()
+        self._noise = np.random.default_rng([seed, 11])  # the noise floor stepped when input is late
         # camera sampling, kept by the engine: last step encoded, its cost, the speaking window, and the
         # last frame's changed tokens (grid side, indices, recomputed fraction) for the page's overlay
         self.vision_step = -(10**9)
@@ -129,12 +132,14 @@ class Session:
             return len(self._ready), bool(self._ready) and self._ready[-1] > since
 
     def next_frame(self) -> torch.Tensor:
-        """The next whole frame of input, or silence when none is ready (the session is late)."""
+        """The next whole frame of input, or quiet when none is ready (the session is late): a -60 dBFS noise
+        floor, as from a microphone in a quiet room, which is what the models learnt quiet as; digital
+        silence gives the codec codes it never saw in training."""
         with self._lock:
             if self._pending.shape[0] < self.frame_size:
                 self.timings.late_frames += 1
                 self._frame_ready, self._backlogged, self.last_quiet = None, 0, True
-                return torch.zeros(self.frame_size)
+                return dither(torch.zeros(self.frame_size), self._noise)
             n = self.frame_size
             self._backlogged = self._backlogged + 1 if self._pending.shape[0] >= 2 * n else 0
             if self._backlogged >= CATCH_UP_STEPS and self.last_quiet and quiet(self._pending[: n]) \

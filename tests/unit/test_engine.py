@@ -302,3 +302,17 @@ def test_a_lasting_input_backlog_is_shed_in_quiet_frames_only(codec):
             session.push_audio(np.zeros(2 * frame, np.float32), session.sample_rate)
         session.next_frame()
     assert session.timings.skipped_input == 0 and session.timings.late_frames == 0
+
+
+def test_a_late_session_is_stepped_with_a_noise_floor_not_digital_silence(codec):
+    """The codec and LM learnt quiet as a -60 dBFS floor; digital zeros give codes they never saw."""
+    from assistant.session import quiet
+    from assistant.synth.speech import DITHER
+
+    engine = Engine(codec)
+    first, second = engine.add_session(seed=3), engine.add_session(seed=3)
+    filled = first.next_frame()
+    assert first.timings.late_frames == 1 and quiet(filled)
+    assert float(filled.pow(2).mean().sqrt()) == pytest.approx(DITHER, rel=0.2)
+    assert torch.equal(filled, second.next_frame())  # reproducible from the session's seed
+    assert not torch.equal(filled, first.next_frame())  # noise, not one frame repeated
