@@ -17,8 +17,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from assistant.synth.scenes import COLOURS, SHAPES, Scene  # noqa: E402
-from assistant.train.vision import scene_pixels  # noqa: E402
+from assistant.synth.scenes import Scene  # noqa: E402
+from assistant.train.vision import cell_labels, scene_pixels  # noqa: E402
 from encoders.siglip import load_vision  # noqa: E402
 
 TRAIN_SHARE = 0.8
@@ -27,16 +27,13 @@ TRAIN_SHARE = 0.8
 def scenes(count: int, size: int, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Pixels [n, 3, size, size] and per-cell labels [n, 9] (0 empty, else 1 + colour / shape index)."""
     rng = np.random.default_rng(seed)
-    labels = {"colour": np.zeros((count, 9), np.int64), "shape": np.zeros((count, 9), np.int64)}
-    pixels = []
-    for i in range(count):
+    pixels, labels = [], []
+    for _ in range(count):
         scene = Scene.draw(rng)
-        for item in scene.items:
-            cell = item.row * 3 + item.col
-            labels["colour"][i, cell] = 1 + list(COLOURS).index(item.colour)
-            labels["shape"][i, cell] = 1 + SHAPES.index(item.shape)
+        labels.append(cell_labels(scene))
         pixels.append(scene_pixels(scene, size, rng))
-    return torch.stack(pixels), {k: torch.from_numpy(v) for k, v in labels.items()}
+    labels = torch.stack(labels)
+    return torch.stack(pixels), {"colour": labels[..., 1], "shape": labels[..., 0]}
 
 
 def probe(features: torch.Tensor, labels: torch.Tensor, steps: int = 300) -> tuple[float, float]:

@@ -33,11 +33,15 @@ def run(args: argparse.Namespace) -> int:
         device = torch.device("cuda", world.rank % torch.cuda.device_count())
     out = Path(args.out)
     torch.manual_seed(args.seed)  # identical initial weights on every process
-    inputs: dict = {} if args.stage == "vision" else {"codec": Path(args.codec)}
-    if args.stage == "lm":
-        inputs.update(vision=Path(args.vision), init=Path(args.init) if args.init else None)
-    elif args.init:
-        raise ValueError("--init is for the lm stage (a codec's decoder-only recipe starts from --codec)")
+    init = Path(args.init) if args.init else None
+    if args.stage == "vision":
+        inputs: dict = {"init": init}
+    elif args.stage == "lm":
+        inputs = {"codec": Path(args.codec), "vision": Path(args.vision), "init": init}
+    elif init:
+        raise ValueError("--init is for the vision and lm stages (a codec's decoder-only recipe starts from --codec)")
+    else:
+        inputs = {"codec": Path(args.codec)}
     stage = module.stage(args.recipe, args.seed, out, **inputs)
     schedule = stage.schedule if args.steps is None else replace(stage.schedule, steps=args.steps)
     plot = Path(args.plot) if args.plot else None
@@ -70,6 +74,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the codec whose decoder is fine-tuned")
     p.add_argument("--vision", default="assistant/weights/tutti-tiny/vision.safetensors",
                    help="lm: the trained vision encoder whose tokens the LM attends to")
-    p.add_argument("--init", help="lm: start from these weights (e.g. an earlier run's lm.safetensors) instead of "
-                                  "random ones; a checkpoint in --out still takes precedence")
+    p.add_argument("--init", help="vision, lm: start from these weights (e.g. an earlier run's vision.safetensors or "
+                                  "lm.safetensors) instead of random ones; a checkpoint in --out still takes precedence")
     p.set_defaults(func=run, errors=(ValueError, OSError))

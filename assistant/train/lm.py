@@ -11,6 +11,7 @@ The codec and the vision encoder are frozen (trained by recipes 1 and 2).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import zlib
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -155,43 +157,65 @@ class Renderer:
         return out
 
     @torch.no_grad()
-    def examples(self, indices: range) -> tuple[torch.Tensor, torch.Tensor]:
-        """Turns number `indices` -> frames [n, 1 + n_q, T] (int16) and vision tokens [n, N, D] (float16).
-        Each turn draws from its own generator, so any range renders the same wherever it is cut."""
+    def examples(self, indices: range, frames: bool = True, vision: bool = True) -> dict[str, torch.Tensor]:
+        """Turns number `indices` -> "frames" [n, 1 + n_q, T] (int16, by the codec) and/or "vision" tokens
+        [n, N, D] (float16, by the vision encoder). Each turn draws from its own generator, so any range
+        renders the same wherever it is cut, and either part alone is what it would be beside the other."""
         rngs = [np.random.default_rng([self.seed, 3, i]) for i in indices]
         turns = [self.layout(rng) for rng in rngs]
-        questions = self._encode([t[1] for t in turns], np.random.default_rng([self.seed, 4, indices[0]]))
-        frames = []
-        for (text, _, _, said, first), user, rng in zip(turns, questions, rngs):
-            answer_at = int((text != self.cfg.text_padding_id).nonzero()[0]) if said else self.frames
-            segments, at = [], answer_at
-            for w in said:
-                segments.append((at, self.word(w)))
-                at += self.word(w).shape[1]
-            frames.append(torch.cat([text[None], self._stream(segments, rng), self._stream([(first, user)], rng)]))
-        return torch.stack(frames).to(torch.int16), self.vision(torch.stack([t[2] for t in turns])).half()
+        out = {}
+        if vision:
+            out["vision"] = self.vision(torch.stack([t[2] for t in turns])).half()
+        if frames:
+            questions = self._encode([t[1] for t in turns], np.random.default_rng([self.seed, 4, indices[0]]))
+            made = []
+            for (text, _, _, said, first), user, rng in zip(turns, questions, rngs):
+                answer_at = int((text != self.cfg.text_padding_id).nonzero()[0]) if said else self.frames
+                segments, at = [], answer_at
+                for w in said:
+                    segments.append((at, self.word(w)))
+                    at += self.word(w).shape[1]
+                made.append(torch.cat([text[None], self._stream(segments, rng), self._stream([(first, user)], rng)]))
+            out["frames"] = torch.stack(made).to(torch.int16)
+        return out
 
 
 SHARD = 1000  # dialogues per cache file
 GROUP = 50  # dialogues encoded in one batch
 
 
-def render_shard(renderer: Renderer, start: int, count: int, path: Path) -> None:
-    made = [renderer.examples(range(i, min(i + GROUP, start + count))) for i in range(start, start + count, GROUP)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"frames": torch.cat([m[0] for m in made]), "vision": torch.cat([m[1] for m in made])}, path)
+def fingerprint(path: Path) -> str:
+    """Names the weights a cache was made with: other weights render anew instead of reusing stale tokens."""
+    return hashlib.sha1(path.read_bytes()).hexdigest()[:10]
 
 
-def dialogues(recipe: LMRecipe, renderer: Renderer, out: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """The run's dialogues, rendered in shards cached in `out` (shards can be rendered by several processes
-    beforehand with `render_shard`: the result is the same)."""
+def render_shard(renderer: Renderer, start: int, count: int, paths: dict[str, Path]) -> None:
+    """Writes the parts named in `paths` ("frames", "vision") of turns start..start + count."""
+    made = [renderer.examples(range(i, min(i + GROUP, start + count)), "frames" in paths, "vision" in paths)
+            for i in range(start, start + count, GROUP)]
+    for part, path in paths.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        torch.save(torch.cat([m[part] for m in made]), partial)
+        os.replace(partial, path)  # whole or absent, for the other processes and for resumes
+
+
+def dialogues(recipe: LMRecipe, renderer: Renderer, out: Path, codec: Path, vision: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The run's dialogues, cached in `out` in shards, frames apart from vision tokens (a new vision encoder
+    re-renders only its tokens, without encoding any speech). Under torchrun each process renders its share
+    of the missing shards, then all load them."""
+    keys = {"frames": fingerprint(codec), "vision": fingerprint(vision)}
     starts = range(0, recipe.examples, SHARD)
-    paths = [out / f"lm-dialogues-{renderer.seed}-{s}-{min(SHARD, recipe.examples - s)}.pt" for s in starts]
-    missing = [(s, p) for s, p in zip(starts, paths) if not p.exists()]
-    for s, p in progress(missing, len(missing), f"rendering {recipe.examples} dialogues"):
-        render_shard(renderer, s, min(SHARD, recipe.examples - s), p)
-    parts = [torch.load(p, weights_only=True) for p in paths]
-    return torch.cat([p["frames"] for p in parts]), torch.cat([p["vision"] for p in parts])
+    paths = [{part: out / f"lm-{part}-{renderer.seed}-{key}-{s}-{min(SHARD, recipe.examples - s)}.pt"
+              for part, key in keys.items()} for s in starts]
+    rank, size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    missing = [(s, {part: p for part, p in shard.items() if not p.exists()}) for s, shard in zip(starts, paths)]
+    mine = [(s, shard) for s, shard in missing if shard][rank::size]
+    for s, shard in progress(mine, len(mine), f"rendering {recipe.examples} dialogues ({', '.join(keys)})"):
+        render_shard(renderer, s, min(SHARD, recipe.examples - s), shard)
+    if size > 1:
+        dist.barrier()
+    return tuple(torch.cat([torch.load(shard[part], weights_only=True) for shard in paths]) for part in keys)
 
 
 def lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
@@ -218,7 +242,7 @@ def stage(recipe_name: str, seed: int, out: Path, codec: Path, vision: Path, ini
     tokenizer = train_tokenizer(out / "tokenizer.model")
     renderer = Renderer(load_codec(codec).eval(), load_vision(vision).eval(), tokenizer, recipe.config, recipe.frames,
                         seed)
-    frames, tokens = dialogues(recipe, renderer, out)
+    frames, tokens = dialogues(recipe, renderer, out, codec, vision)
 
     def batch(step: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
         pick = torch.from_numpy(np.random.default_rng([seed, step, rank, 4]).integers(len(frames), size=recipe.batch))

@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from assistant.cli import main
+from assistant.synth.scenes import COLOURS, SHAPES
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,3 +110,43 @@ def test_lm_warm_starts_from_earlier_weights(tmp_path, capsys):
     assert train("lm", *inputs, "--out", str(tmp_path / "bad"), "--init", str(other)) == 2
     assert "its architecture is not recipe 'smoke'" in capsys.readouterr().err
     assert train("vision", "--recipe", "smoke", "--out", str(tmp_path / "v"), "--init", str(other)) == 2
+    assert "does not fit this model" in capsys.readouterr().err
+
+
+def test_vision_warm_starts_and_reads_each_cell(tmp_path, capsys):
+    from assistant.synth.scenes import Scene
+    from assistant.train.vision import RECIPES, cell_labels, scene_batch
+
+    assert train("vision", "--recipe", "smoke", "--out", str(tmp_path / "first")) == 0
+    start = tmp_path / "first" / "vision.safetensors"
+    assert train("vision", "--recipe", "smoke", "--out", str(tmp_path / "warm"), "--init", str(start)) == 0
+    first, warm = ((tmp_path / run / "vision-loss.tsv").read_text().splitlines() for run in ("first", "warm"))
+    # The same batches again, from weights that have learnt them: a lower loss (the read-out starts afresh)
+    assert float(warm[0].split("\t")[1]) < float(first[0].split("\t")[1])
+    assert all("cells=" in r for r in warm)  # the smoke recipe trains the per-cell read-out
+    assert train("vision", "--recipe", "tiny-cells", "--out", str(tmp_path / "bad"), "--init", str(start)) == 2
+    assert "its configuration is not recipe 'tiny-cells'" in capsys.readouterr().err
+    # labels: each item's cell names its shape and colour, the other cells are empty
+    scene = Scene.draw(np.random.default_rng(5), count=2)
+    labels = cell_labels(scene)
+    for item in scene.items:
+        assert labels[item.row * 3 + item.col].tolist() == [1 + SHAPES.index(item.shape), 1 + list(COLOURS).index(item.colour)]
+    assert int((labels.sum(1) > 0).sum()) == 2
+    assert scene_batch(RECIPES["smoke"], 0, 0, 0)[2].shape == (RECIPES["smoke"].batch, 9, 2)
+
+
+def test_a_new_vision_encoder_renders_only_the_vision_tokens_anew(tmp_path):
+    out = tmp_path / "run"
+    assert train("codec", "--recipe", "smoke", "--out", str(out)) == 0
+    assert train("vision", "--recipe", "smoke", "--out", str(out)) == 0
+    assert train("vision", "--recipe", "smoke", "--out", str(tmp_path / "v2"), "--seed", "1") == 0
+    inputs = ["--recipe", "smoke", "--out", str(out), "--codec", str(out / "codec.safetensors")]
+    assert train("lm", *inputs, "--vision", str(out / "vision.safetensors")) == 0
+    frames, = out.glob("lm-frames-*.pt")
+    vision, = out.glob("lm-vision-*.pt")
+    made = frames.stat().st_mtime_ns
+    assert train("lm", *inputs, "--vision", str(tmp_path / "v2" / "vision.safetensors"), "--restart") == 0
+    assert [p.name for p in out.glob("lm-frames-*.pt")] == [frames.name] and frames.stat().st_mtime_ns == made
+    second, = set(out.glob("lm-vision-*.pt")) - {vision}
+    assert torch.load(second).shape == torch.load(vision).shape
+    assert not torch.equal(torch.load(second), torch.load(vision))
