@@ -4,8 +4,8 @@ Captions name every shape's colour, kind and place, so matching a scene to its
 caption among the batch's others needs the patch tokens to carry what is where;
 those tokens are what the LM's cross-attention later reads. In a batch of random
 scenes, though, colour and place alone tell the captions apart, so contrast
-never teaches shape: the `tiny-cells` recipe adds a read-out of each grid cell's
-shape and colour from the tokens. The caption tower and the read-out are small
+never teaches shape: the `tiny-cells` recipe adds a read-out of the shape and
+colour under each patch from its token. The caption tower and the read-out are small
 and discarded after training.
 """
 from __future__ import annotations
@@ -33,12 +33,12 @@ class VisionRecipe:
     schedule: Schedule
     batch: int
     text_dim: int = 128
-    cells: float = 0.0  # weight of the per-cell shape and colour read-out's loss
+    cells: float = 0.0  # weight of the per-patch shape and colour read-out's loss
 
 
 RECIPES = {
     "tiny": VisionRecipe(vision_preset("tiny"), Schedule(steps=3000, lr=5e-4, warmup=200, save_every=250), batch=64),
-    # Goes on from "tiny"'s weights (--init), now also reading each cell's shape and colour from the tokens.
+    # Goes on from "tiny"'s weights (--init), now also reading the shape and colour under each patch token.
     "tiny-cells": VisionRecipe(vision_preset("tiny"), Schedule(steps=1500, lr=3e-4, warmup=100, save_every=250),
                                batch=64, cells=1.0),
     "smoke": VisionRecipe(vision_preset("test"), Schedule(steps=4, lr=1e-3, warmup=1, save_every=2, log_every=2),
@@ -80,23 +80,33 @@ def cell_labels(scene: Scene) -> torch.Tensor:
     return labels
 
 
-class CellReadout(nn.Module):
-    """A learned query per cell attends over the patch tokens and names the cell's shape and colour. The
-    queries can only find a cell by position, so what it is must be in the tokens' content, where the
-    LM's cross-attention reads it."""
+NEAR = 0.2  # a patch is labelled with its cell when its centre lies this close (in cells) to the cell's centre
+
+
+def patch_labels(scene: Scene, grid: int) -> torch.Tensor:
+    """[grid * grid, 2]: for each patch (row-major) the shape and colour of its cell (see `cell_labels`), for
+    patches near a cell's centre, which a jittered or sliding shape always covers; -100 (ignored) elsewhere."""
+    centres = (torch.arange(grid) + 0.5) * 3 / grid  # in cell units
+    cell = centres.floor().long().clamp(max=2)
+    near = (centres - cell - 0.5).abs() <= NEAR
+    labels = cell_labels(scene)[(cell[:, None] * 3 + cell[None, :]).flatten()]
+    labels[~(near[:, None] & near[None, :]).flatten()] = -100
+    return labels
+
+
+class PatchReadout(nn.Module):
+    """Names the shape and colour under each patch token from that token alone, so each token must carry
+    what it shows: the content the LM's cross-attention reads."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.queries = nn.Parameter(torch.randn(CELLS, dim) * dim ** -0.5)
-        self.keys = nn.Linear(dim, dim)
         self.shape = nn.Linear(dim, 1 + len(SHAPES))
         self.colour = nn.Linear(dim, 1 + len(COLOURS))
 
     def forward(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        weights = torch.softmax(self.queries @ self.keys(tokens).transpose(1, 2) * tokens.shape[-1] ** -0.5, -1)
-        cells = weights @ tokens  # [B, CELLS, D]
-        return (F.cross_entropy(self.shape(cells).flatten(0, 1), labels[..., 0].flatten())
-                + F.cross_entropy(self.colour(cells).flatten(0, 1), labels[..., 1].flatten()))
+        flat = tokens.flatten(0, 1)
+        return (F.cross_entropy(self.shape(flat), labels[..., 0].flatten(), ignore_index=-100)
+                + F.cross_entropy(self.colour(flat), labels[..., 1].flatten(), ignore_index=-100))
 
 
 class Contrastive(nn.Module):
@@ -106,17 +116,17 @@ class Contrastive(nn.Module):
         self.image_proj = nn.Linear(cfg.hidden, embed)
         self.captions = CaptionEncoder(text_dim, embed)
         self.log_scale = nn.Parameter(torch.tensor(np.log(10.0), dtype=torch.float32))
-        self.cells = CellReadout(cfg.hidden)
+        self.patches = PatchReadout(cfg.hidden)
 
     def forward(self, pixels: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Symmetric InfoNCE loss over the batch, and the per-cell read-out's loss."""
+        """Symmetric InfoNCE loss over the batch, and the per-patch read-out's loss."""
         tokens = self.vision(pixels)
         image = F.normalize(self.image_proj(tokens).mean(1), dim=-1)
         text = F.normalize(self.captions(ids), dim=-1)
         logits = image @ text.t() * self.log_scale.exp().clamp(max=100)
         targets = torch.arange(len(logits), device=logits.device)
         infonce = 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
-        return infonce, self.cells(tokens, labels)
+        return infonce, self.patches(tokens, labels)
 
 
 def scene_pixels(scene: Scene, size: int, rng: np.random.Generator) -> torch.Tensor:
@@ -129,12 +139,12 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def scene_batch(recipe: VisionRecipe, seed: int, step: int, rank: int) -> Batch:
-    """Pixels, caption ids and cell labels of `recipe.batch` scenes drawn for this step and process."""
+    """Pixels, caption ids and patch labels of `recipe.batch` scenes drawn for this step and process."""
     rng = np.random.default_rng([seed, step, rank, 2])
     scenes = [Scene.draw(rng) for _ in range(recipe.batch)]
     pixels = torch.stack([scene_pixels(s, recipe.config.image_size, rng) for s in scenes])
     return (pixels, torch.stack([tokenize_caption(s.caption()) for s in scenes]),
-            torch.stack([cell_labels(s) for s in scenes]))
+            torch.stack([patch_labels(s, recipe.config.grid) for s in scenes]))
 
 
 def stage(recipe_name: str, seed: int, out: Path, init: Path | None = None) -> Stage:

@@ -115,7 +115,7 @@ def test_lm_warm_starts_from_earlier_weights(tmp_path, capsys):
 
 def test_vision_warm_starts_and_reads_each_cell(tmp_path, capsys):
     from assistant.synth.scenes import Scene
-    from assistant.train.vision import RECIPES, cell_labels, scene_batch
+    from assistant.train.vision import RECIPES, cell_labels, patch_labels, scene_batch
 
     assert train("vision", "--recipe", "smoke", "--out", str(tmp_path / "first")) == 0
     start = tmp_path / "first" / "vision.safetensors"
@@ -126,13 +126,23 @@ def test_vision_warm_starts_and_reads_each_cell(tmp_path, capsys):
     assert all("cells=" in r for r in warm)  # the smoke recipe trains the per-cell read-out
     assert train("vision", "--recipe", "tiny-cells", "--out", str(tmp_path / "bad"), "--init", str(start)) == 2
     assert "its configuration is not recipe 'tiny-cells'" in capsys.readouterr().err
-    # labels: each item's cell names its shape and colour, the other cells are empty
+    # labels: each item's cell names its shape and colour, the other cells are empty; patches near a cell's
+    # centre (here, 8 x 8 patches: one or two per axis) carry their cell's labels, the others are ignored
     scene = Scene.draw(np.random.default_rng(5), count=2)
-    labels = cell_labels(scene)
+    cells = cell_labels(scene)
     for item in scene.items:
-        assert labels[item.row * 3 + item.col].tolist() == [1 + SHAPES.index(item.shape), 1 + list(COLOURS).index(item.colour)]
-    assert int((labels.sum(1) > 0).sum()) == 2
-    assert scene_batch(RECIPES["smoke"], 0, 0, 0)[2].shape == (RECIPES["smoke"].batch, 9, 2)
+        assert cells[item.row * 3 + item.col].tolist() == [1 + SHAPES.index(item.shape), 1 + list(COLOURS).index(item.colour)]
+    assert int((cells.sum(1) > 0).sum()) == 2
+    patches = patch_labels(scene, 8).view(8, 8, 2)
+    near = {0: [1], 1: [3, 4], 2: [6]}
+    for row in range(3):
+        for col in range(3):
+            for y in near[row]:
+                for x in near[col]:
+                    assert patches[y, x].tolist() == cells[row * 3 + col].tolist()
+    assert int((patches[..., 0] != -100).sum()) == 16
+    smoke = RECIPES["smoke"]
+    assert scene_batch(smoke, 0, 0, 0)[2].shape == (smoke.batch, smoke.config.grid ** 2, 2)
 
 
 def test_a_new_vision_encoder_renders_only_the_vision_tokens_anew(tmp_path):
