@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     if args.stage == "vision":
         inputs: dict = {"init": init}
     elif args.stage == "lm":
-        inputs = {"codec": Path(args.codec), "vision": Path(args.vision), "init": init}
+        inputs = {"codec": Path(args.codec), "vision": Path(args.vision), "init": init, "device": device,
+                  "workers": args.workers}
     elif init:
         raise ValueError("--init is for the vision and lm stages (a codec's decoder-only recipe starts from --codec)")
     else:
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     stage = module.stage(args.recipe, args.seed, out, **inputs)
     schedule = stage.schedule if args.steps is None else replace(stage.schedule, steps=args.steps)
     plot = Path(args.plot) if args.plot else None
-    trainer = Trainer(args.stage, stage.model, schedule, out, device, world, stage.export, plot)
+    trainer = Trainer(args.stage, stage.model, schedule, out, device, world, stage.export, plot, workers=args.workers)
     if not args.restart and trainer.resume() and trainer.step >= schedule.steps:
         log.info("%s: already trained to step %d (raise --steps to go on)", args.stage, trainer.step)
         return 0
@@ -67,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes that make the training data: they draw the batches ahead of the steps, and for "
+                        "the lm render its dialogues (default: 0, all in the training process)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
     p.add_argument("--plot", help="write the loss plot (SVG) here at every checkpoint, e.g. docs/training/codec.svg")
     p.add_argument("--codec", default="assistant/weights/tutti-tiny/codec.safetensors",

@@ -96,7 +96,7 @@ class TemporalLayer(nn.Module):
         x = x + self.self_attn(self.norm1(x), state, ctx)
         if vision is not None:
             update = self.gate(vision.attend(self.norm_cross(x)))
-            x = x + torch.where(vision.rows[:, None, None], update, torch.zeros((), dtype=x.dtype))
+            x = x + torch.where(vision.rows[:, None, None], update, x.new_zeros(()))
         return x + self.gating(self.norm2(x))
 
 

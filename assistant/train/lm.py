@@ -12,8 +12,10 @@ The codec and the vision encoder are frozen (trained by recipes 1 and 2).
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from torch import nn
 
 from codec.checkpoint import load_codec
 from codec.model import MimiCodec
-from encoders.siglip import SiglipVision, load_vision
+from encoders.siglip import load_vision
 
 from ..model.config import LMConfig, lm_preset
 from ..model.lm import StreamingLM
@@ -58,6 +60,10 @@ RECIPES = {
     # Goes on from "tiny"'s weights (--init) on three times the dialogues (the first 20 000 are the same).
     "tiny-more": LMRecipe(lm_preset("tiny"), Schedule(steps=2600, lr=5e-4, warmup=100, save_every=200), batch=16,
                           frames=88, examples=60_000),
+    # One GPU (scripts/train-tiny-gpu.sh): goes on from "tiny-more"'s weights (--init) on new dialogues,
+    # epochs at batch 64; --steps is set from the GPU's measured step rate to fit the time at hand.
+    "tiny-gpu": LMRecipe(lm_preset("tiny"), Schedule(steps=6000, lr=7e-4, warmup=200, save_every=500, log_every=50),
+                         batch=64, frames=88, examples=64_000),
     "smoke": LMRecipe(lm_preset("test").with_(card=32, n_q=8, dep_q=4, delays=(0, 0, 1, 1, 1, 0, 1, 1, 1), text_card=80,
                                               vision_dim=32, vision_tokens=64),
                       Schedule(steps=4, lr=1e-3, warmup=1, save_every=2, log_every=2), batch=2, frames=40, examples=3),
@@ -90,18 +96,19 @@ ANSWER_PAUSE = 4  # frames from the end of the question to the answer: one fixed
 
 
 class Renderer:
-    """Turns (scene, turn, voice) into the model's streams with the frozen codec and vision encoder.
+    """Turns (scene, turn, voice) into the model's streams with the frozen codec, and the scene into pixels.
 
     Only speech is encoded: a question, or one of the assistant's words, each once after a few frames of
     quiet, frame-aligned; the streams between are filled with slices of a pool of encoded quiet. That is
     about 4x cheaper than encoding whole streams and gives the same codes up to the codec's memory of
-    what came before the lead-in."""
+    what came before the lead-in. The codec runs on `device` (a GPU encodes far faster than the CPU draws
+    the speech)."""
 
-    def __init__(self, codec: MimiCodec, vision: SiglipVision, tokenizer: TextTokenizer, cfg: LMConfig, frames: int,
-                 seed: int = 0):
-        self.codec, self.vision, self.tokenizer, self.cfg, self.frames = codec, vision, tokenizer, cfg, frames
+    def __init__(self, codec: MimiCodec, tokenizer: TextTokenizer, cfg: LMConfig, frames: int, image_size: int,
+                 seed: int = 0, device: torch.device = torch.device("cpu")):
+        self.codec, self.tokenizer, self.cfg, self.frames = codec.to(device), tokenizer, cfg, frames
+        self.image_size, self.seed, self.device = image_size, seed, device
         self.sr, self.frame = codec.cfg.sample_rate, codec.cfg.frame_size
-        self.seed = seed
         self.silence = self._encode([torch.zeros(SILENCE_SECONDS * self.sr)], np.random.default_rng([seed, 5]), lead=0)[0]
         self._words: dict[str, torch.Tensor] = {}
 
@@ -113,7 +120,7 @@ class Renderer:
         for i, c in enumerate(clips):
             batch[i, 0, lead * self.frame: lead * self.frame + len(c)] = c
         batch = dither(batch.view(-1), rng).view_as(batch)
-        codes = self.codec.encode(batch)
+        codes = self.codec.encode(batch.to(self.device)).cpu()
         return [codes[i, :, lead: lead + k] for i, k in enumerate(n)]
 
     def word(self, w: str) -> torch.Tensor:
@@ -146,7 +153,7 @@ class Renderer:
             text[at: at + len(ids)] = torch.tensor(ids)
             said.append(w)
             at += length
-        pixels = scene_pixels(scene, self.vision.cfg.image_size, rng)
+        pixels = scene_pixels(scene, self.image_size, rng)
         return text, question, pixels, tuple(said), first
 
     def _stream(self, segments: list[tuple[int, torch.Tensor]], rng: np.random.Generator) -> torch.Tensor:
@@ -157,27 +164,32 @@ class Renderer:
         return out
 
     @torch.no_grad()
-    def examples(self, indices: range, frames: bool = True, vision: bool = True) -> dict[str, torch.Tensor]:
-        """Turns number `indices` -> "frames" [n, 1 + n_q, T] (int16, by the codec) and/or "vision" tokens
-        [n, N, D] (float16, by the vision encoder). Each turn draws from its own generator, so any range
-        renders the same wherever it is cut, and either part alone is what it would be beside the other."""
+    def examples(self, indices: range) -> dict[str, torch.Tensor]:
+        """Turns number `indices` -> "frames" [n, 1 + n_q, T] (int16, by the codec) and "pixels" [n, 3, S, S]
+        (uint8, see `pack_pixels`). Each turn draws from its own generator, so any range renders the same
+        wherever it is cut."""
         rngs = [np.random.default_rng([self.seed, 3, i]) for i in indices]
         turns = [self.layout(rng) for rng in rngs]
-        out = {}
-        if vision:
-            out["vision"] = self.vision(torch.stack([t[2] for t in turns])).half()
-        if frames:
-            questions = self._encode([t[1] for t in turns], np.random.default_rng([self.seed, 4, indices[0]]))
-            made = []
-            for (text, _, _, said, first), user, rng in zip(turns, questions, rngs):
-                answer_at = int((text != self.cfg.text_padding_id).nonzero()[0]) if said else self.frames
-                segments, at = [], answer_at
-                for w in said:
-                    segments.append((at, self.word(w)))
-                    at += self.word(w).shape[1]
-                made.append(torch.cat([text[None], self._stream(segments, rng), self._stream([(first, user)], rng)]))
-            out["frames"] = torch.stack(made).to(torch.int16)
-        return out
+        questions = self._encode([t[1] for t in turns], np.random.default_rng([self.seed, 4, indices[0]]))
+        made = []
+        for (text, _, _, said, first), user, rng in zip(turns, questions, rngs):
+            answer_at = int((text != self.cfg.text_padding_id).nonzero()[0]) if said else self.frames
+            segments, at = [], answer_at
+            for w in said:
+                segments.append((at, self.word(w)))
+                at += self.word(w).shape[1]
+            made.append(torch.cat([text[None], self._stream(segments, rng), self._stream([(first, user)], rng)]))
+        return {"frames": torch.stack(made).to(torch.int16), "pixels": pack_pixels(torch.stack([t[2] for t in turns]))}
+
+
+def pack_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] floats -> uint8, as a camera frame holds them. Pixels, not vision tokens, are cached: any vision
+    encoder reads them (the LM's tokens are made per batch by the frozen encoder)."""
+    return ((pixels + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def unpack_pixels(packed: torch.Tensor) -> torch.Tensor:
+    return packed.float() / 127.5 - 1
 
 
 SHARD = 1000  # dialogues per cache file
@@ -185,40 +197,74 @@ GROUP = 50  # dialogues encoded in one batch
 
 
 def fingerprint(path: Path) -> str:
-    """Names the weights a cache was made with: other weights render anew instead of reusing stale tokens."""
+    """Names the weights a cache was made with: other weights render anew instead of reusing stale codes."""
     return hashlib.sha1(path.read_bytes()).hexdigest()[:10]
 
 
-def render_shard(renderer: Renderer, start: int, count: int, paths: dict[str, Path]) -> None:
-    """Writes the parts named in `paths` ("frames", "vision") of turns start..start + count."""
-    made = [renderer.examples(range(i, min(i + GROUP, start + count)), "frames" in paths, "vision" in paths)
-            for i in range(start, start + count, GROUP)]
-    for part, path in paths.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}")
-        torch.save(torch.cat([m[part] for m in made]), partial)
-        os.replace(partial, path)  # whole or absent, for the other processes and for resumes
+def render_shard(renderer: Renderer, start: int, count: int, path: Path) -> None:
+    """Writes turns start..start + count to `path`, whole or not at all (other processes and resumes read it)."""
+    made = [renderer.examples(range(i, min(i + GROUP, start + count))) for i in range(start, start + count, GROUP)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    torch.save({part: torch.cat([m[part] for m in made]) for part in made[0]}, partial)
+    os.replace(partial, path)
 
 
-def dialogues(recipe: LMRecipe, renderer: Renderer, out: Path, codec: Path, vision: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """The run's dialogues, cached in `out` in shards, frames apart from vision tokens (a new vision encoder
-    re-renders only its tokens, without encoding any speech). Under torchrun each process renders its share
-    of the missing shards, then all load them."""
-    keys = {"frames": fingerprint(codec), "vision": fingerprint(vision)}
+@dataclass(frozen=True)
+class RenderJob:
+    """What a worker process needs to build its own renderer (models are loaded there, not pickled)."""
+    codec: Path
+    tokenizer: Path
+    config: LMConfig
+    frames: int
+    image_size: int
+    seed: int
+    device: str
+
+
+_worker_renderer: Renderer | None = None
+
+
+def _render_in_worker(job: RenderJob, start: int, count: int, path: Path) -> None:
+    global _worker_renderer
+    if _worker_renderer is None:
+        torch.set_num_threads(1)  # the workers fill the cores, one each
+        _worker_renderer = Renderer(load_codec(job.codec).eval(), TextTokenizer(job.tokenizer), job.config, job.frames,
+                                    job.image_size, job.seed, torch.device(job.device))
+    render_shard(_worker_renderer, start, count, path)
+
+
+def dialogues(recipe: LMRecipe, job: RenderJob, out: Path, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The run's dialogues (frames, packed pixels), cached in `out` in shards named by the codec that encoded
+    them and the pixels' size. Under torchrun each process renders its share of the missing shards, with `workers` processes of
+    its own (0: in this process), then all load them."""
+    key = fingerprint(job.codec)
     starts = range(0, recipe.examples, SHARD)
-    paths = [{part: out / f"lm-{part}-{renderer.seed}-{key}-{s}-{min(SHARD, recipe.examples - s)}.pt"
-              for part, key in keys.items()} for s in starts]
+    paths = [out / f"lm-{job.seed}-{key}-{job.image_size}px-{s}-{min(SHARD, recipe.examples - s)}.pt" for s in starts]
     rank, size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    missing = [(s, {part: p for part, p in shard.items() if not p.exists()}) for s, shard in zip(starts, paths)]
-    mine = [(s, shard) for s, shard in missing if shard][rank::size]
-    for s, shard in progress(mine, len(mine), f"rendering {recipe.examples} dialogues ({', '.join(keys)})"):
-        render_shard(renderer, s, min(SHARD, recipe.examples - s), shard)
+    mine = [(s, p) for s, p in zip(starts, paths) if not p.exists()][rank::size]
+    title = f"rendering {recipe.examples} dialogues"
+    if workers and mine:
+        # spawn, not fork: a worker may start CUDA, and this process may hold threads and a CUDA context
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = [pool.submit(_render_in_worker, job, s, min(SHARD, recipe.examples - s), p) for s, p in mine]
+            for future in progress(as_completed(done), len(done), title):
+                future.result()
+    else:
+        renderer = None
+        for s, p in progress(mine, len(mine), title):
+            renderer = renderer or Renderer(load_codec(job.codec).eval(), TextTokenizer(job.tokenizer), job.config,
+                                            job.frames, job.image_size, job.seed, torch.device(job.device))
+            render_shard(renderer, s, min(SHARD, recipe.examples - s), p)
     if size > 1:
         dist.barrier()
-    return tuple(torch.cat([torch.load(shard[part], weights_only=True) for shard in paths]) for part in keys)
+    shards = [torch.load(p, weights_only=True) for p in paths]
+    return torch.cat([s["frames"] for s in shards]), torch.cat([s["pixels"] for s in shards])
 
 
 def lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+    """Teacher-forced cross-entropy of the text stream (padding down-weighted) and the audio codebooks, given
+    frames [B, 1 + n_q, T] and vision tokens [B, N, D]."""
     lm: StreamingLM = unwrap(model)
     device = next(model.parameters()).device
     frames, vision = batch[0].to(device).long(), batch[1].to(device).float()
@@ -231,7 +277,8 @@ def lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], step: in
     return {"text": (text_ce * weight).sum() / weight.sum(), "audio": audio_ce}
 
 
-def stage(recipe_name: str, seed: int, out: Path, codec: Path, vision: Path, init: Path | None = None) -> Stage:
+def stage(recipe_name: str, seed: int, out: Path, codec: Path, vision: Path, init: Path | None = None,
+          device: torch.device = torch.device("cpu"), workers: int = 0) -> Stage:
     recipe = RECIPES[recipe_name]
     model = StreamingLM(recipe.config)
     if init is not None:
@@ -239,14 +286,22 @@ def stage(recipe_name: str, seed: int, out: Path, codec: Path, vision: Path, ini
         if not start.cfg.same_architecture(recipe.config):
             raise ValueError(f"--init {init}: its architecture is not recipe {recipe_name!r}'s")
         model.load_state_dict(start.state_dict())
-    tokenizer = train_tokenizer(out / "tokenizer.model")
-    renderer = Renderer(load_codec(codec).eval(), load_vision(vision).eval(), tokenizer, recipe.config, recipe.frames,
-                        seed)
-    frames, tokens = dialogues(recipe, renderer, out, codec, vision)
+    encoder = load_vision(vision).eval().requires_grad_(False)
+    train_tokenizer(out / "tokenizer.model")
+    job = RenderJob(codec, out / "tokenizer.model", recipe.config, recipe.frames, encoder.cfg.image_size, seed,
+                    str(device))
+    frames, pixels = dialogues(recipe, job, out, workers)
+    encoder.to(device)
 
     def batch(step: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
         pick = torch.from_numpy(np.random.default_rng([seed, step, rank, 4]).integers(len(frames), size=recipe.batch))
-        return frames[pick], tokens[pick]
+        return frames[pick], pixels[pick]
 
-    return Stage(model=model, schedule=recipe.schedule, batch=batch, loss=lm_loss,
+    def loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        """The frozen encoder makes the vision tokens per batch: a new encoder needs no dialogue rendered anew."""
+        with torch.no_grad():
+            tokens = encoder(unpack_pixels(batch[1].to(device)))
+        return lm_loss(model, (batch[0], tokens), step)
+
+    return Stage(model=model, schedule=recipe.schedule, batch=batch, loss=loss,
                  export=lambda model: save_lm(model, out / "lm.safetensors", dtype=torch.float16))

@@ -16,11 +16,12 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,10 @@ class Trainer:
 
     def __init__(self, stage: str, model: nn.Module, schedule: Schedule, out: Path, device: torch.device,
                  world: World, export: Callable[[nn.Module], None], plot: Path | None = None,
-                 show_progress: bool | None = None) -> None:
+                 show_progress: bool | None = None, workers: int = 0) -> None:
         self.stage, self.schedule, self.out, self.device, self.world = stage, schedule, out, device, world
         self.model = model.to(device)
-        self.export, self.plot = export, plot
+        self.export, self.plot, self.workers = export, plot, workers
         self.show = sys.stderr.isatty() if show_progress is None else show_progress
         self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=schedule.lr,
                                            betas=schedule.betas, weight_decay=schedule.weight_decay)
@@ -141,10 +142,10 @@ class Trainer:
         last: dict[str, float] = {}
         count, start, first = 0, time.perf_counter(), self.step
         self.wrapped.train()
-        while self.step < stop:
+        for data in self._batches(batch, stop):
             for group in self.optimizer.param_groups:
                 group["lr"] = sched.lr_at(self.step)
-            terms = loss_fn(self.wrapped, batch(self.step, world.rank), self.step)
+            terms = loss_fn(self.wrapped, data, self.step)
             loss = sum(terms.values())
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -166,6 +167,16 @@ class Trainer:
             sys.stderr.write("\n")
         return last
 
+    def _batches(self, batch: Callable[[int, int], Batch], stop: int) -> Iterator[Batch]:
+        """The batches of steps self.step..stop, drawn ahead by `workers` processes when there are any: a batch
+        is a function of its step, so they are the same either way."""
+        steps = range(self.step, stop)
+        if not self.workers:
+            return (batch(step, self.world.rank) for step in steps)
+        # fork: batch functions are closures (not picklable); they draw on the CPU only
+        return iter(DataLoader(_Steps(batch, steps, self.world.rank), batch_size=None, num_workers=self.workers,
+                               prefetch_factor=4, multiprocessing_context="fork"))
+
     def _log(self, terms: dict[str, float], start: float, first: int) -> None:
         if not self.world.main:
             return
@@ -182,6 +193,17 @@ class Trainer:
             sys.stderr.flush()
         else:
             log.info(line)
+
+
+class _Steps(Dataset):
+    def __init__(self, batch: Callable[[int, int], Batch], steps: range, rank: int) -> None:
+        self.batch, self.steps, self.rank = batch, steps, rank
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, i: int) -> Batch:
+        return self.batch(self.steps[i], self.rank)
 
 
 def read_loss_log(path: Path) -> list[tuple[int, float]]:

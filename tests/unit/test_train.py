@@ -145,18 +145,29 @@ def test_vision_warm_starts_and_reads_each_cell(tmp_path, capsys):
     assert scene_batch(smoke, 0, 0, 0)[2].shape == (smoke.batch, smoke.config.grid ** 2, 2)
 
 
-def test_a_new_vision_encoder_renders_only_the_vision_tokens_anew(tmp_path):
+def test_dialogues_render_once_and_any_vision_encoder_reads_them(tmp_path):
     out = tmp_path / "run"
     assert train("codec", "--recipe", "smoke", "--out", str(out)) == 0
     assert train("vision", "--recipe", "smoke", "--out", str(out)) == 0
     assert train("vision", "--recipe", "smoke", "--out", str(tmp_path / "v2"), "--seed", "1") == 0
-    inputs = ["--recipe", "smoke", "--out", str(out), "--codec", str(out / "codec.safetensors")]
-    assert train("lm", *inputs, "--vision", str(out / "vision.safetensors")) == 0
-    frames, = out.glob("lm-frames-*.pt")
-    vision, = out.glob("lm-vision-*.pt")
-    made = frames.stat().st_mtime_ns
-    assert train("lm", *inputs, "--vision", str(tmp_path / "v2" / "vision.safetensors"), "--restart") == 0
-    assert [p.name for p in out.glob("lm-frames-*.pt")] == [frames.name] and frames.stat().st_mtime_ns == made
-    second, = set(out.glob("lm-vision-*.pt")) - {vision}
-    assert torch.load(second).shape == torch.load(vision).shape
-    assert not torch.equal(torch.load(second), torch.load(vision))
+    inputs = ["--recipe", "smoke", "--codec", str(out / "codec.safetensors")]
+    assert train("lm", *inputs, "--out", str(out), "--vision", str(out / "vision.safetensors")) == 0
+    shard, = out.glob("lm-*.pt")
+    made, first = shard.stat().st_mtime_ns, weights(out / "lm.safetensors")
+    # the cache holds pixels, not tokens: a new vision encoder renders nothing anew, yet the LM reads its tokens
+    assert train("lm", *inputs, "--out", str(out), "--vision", str(tmp_path / "v2" / "vision.safetensors"), "--restart") == 0
+    assert list(out.glob("lm-*.pt")) == [shard] and shard.stat().st_mtime_ns == made
+    assert not same(weights(out / "lm.safetensors"), first)
+    # worker processes render exactly what the training process renders
+    other = tmp_path / "workers"
+    assert train("lm", *inputs, "--out", str(other), "--vision", str(out / "vision.safetensors"), "--workers", "2") == 0
+    mine, theirs = torch.load(shard), torch.load(other / shard.name)
+    assert mine["pixels"].dtype == torch.uint8 and mine["frames"].shape[0] == mine["pixels"].shape[0] == 3
+    assert all(torch.equal(mine[k], theirs[k]) for k in ("frames", "pixels"))
+    assert same(weights(other / "lm.safetensors"), first)
+
+
+def test_batches_drawn_ahead_by_worker_processes_train_the_same_weights(tmp_path):
+    assert train("vision", "--recipe", "smoke", "--out", str(tmp_path / "here")) == 0
+    assert train("vision", "--recipe", "smoke", "--out", str(tmp_path / "ahead"), "--workers", "2") == 0
+    assert same(weights(tmp_path / "here" / "vision.safetensors"), weights(tmp_path / "ahead" / "vision.safetensors"))
