@@ -64,6 +64,10 @@ RECIPES = {
     # epochs at batch 64; --steps is set from the GPU's measured step rate to fit the time at hand.
     "tiny-gpu": LMRecipe(lm_preset("tiny"), Schedule(steps=6000, lr=7e-4, warmup=200, save_every=500, log_every=50),
                          batch=64, frames=88, examples=64_000),
+    # Goes on from "tiny-gpu"'s weights (--init) on dialogues whose user stream is encoded whole, as the engine
+    # encodes it (tiny-gpu's were pasted): a short fine-tuning that fits a CPU.
+    "tiny-stream": LMRecipe(lm_preset("tiny"), Schedule(steps=1200, lr=3e-4, warmup=50, save_every=100), batch=16,
+                            frames=88, examples=10_000),
     "smoke": LMRecipe(lm_preset("test").with_(card=32, n_q=8, dep_q=4, delays=(0, 0, 1, 1, 1, 0, 1, 1, 1), text_card=80,
                                               vision_dim=32, vision_tokens=64),
                       Schedule(steps=4, lr=1e-3, warmup=1, save_every=2, log_every=2), batch=2, frames=40, examples=3),
@@ -98,11 +102,14 @@ ANSWER_PAUSE = 4  # frames from the end of the question to the answer: one fixed
 class Renderer:
     """Turns (scene, turn, voice) into the model's streams with the frozen codec, and the scene into pixels.
 
-    Only speech is encoded: a question, or one of the assistant's words, each once after a few frames of
-    quiet, frame-aligned; the streams between are filled with slices of a pool of encoded quiet. That is
-    about 4x cheaper than encoding whole streams and gives the same codes up to the codec's memory of
-    what came before the lead-in. The codec runs on `device` (a GPU encodes far faster than the CPU draws
-    the speech)."""
+    The user's stream is encoded whole, from the session's start, as the engine encodes it live: dithered
+    quiet with the question in it. (Encoding only the question and pasting its codes into slices of encoded
+    quiet is cheaper, but the codes around the question then differ from what the engine hands the LM, and
+    the same LM answered 81% of questions given pasted codes against 70% given whole streams.) The
+    assistant's stream is its words' codes, each word rendered once after a few frames of quiet and padded
+    to whole frames, laid over slices of a pool of encoded quiet: at run time the LM hears its own codes,
+    so they need only be consistent. The codec runs on `device` (a GPU encodes far faster than the CPU
+    draws the speech)."""
 
     def __init__(self, codec: MimiCodec, tokenizer: TextTokenizer, cfg: LMConfig, frames: int, image_size: int,
                  seed: int = 0, device: torch.device = torch.device("cpu")):
@@ -156,6 +163,15 @@ class Renderer:
         pixels = scene_pixels(scene, self.image_size, rng)
         return text, question, pixels, tuple(said), first
 
+    @torch.no_grad()
+    def _user_streams(self, questions: list[tuple[int, torch.Tensor]], rng: np.random.Generator) -> torch.Tensor:
+        """Codes [n, K, T] of the user's streams: dithered quiet with each (first frame, question) in it."""
+        batch = torch.zeros(len(questions), 1, self.frames * self.frame)
+        for i, (first, question) in enumerate(questions):
+            batch[i, 0, first * self.frame: first * self.frame + len(question)] = question
+        batch = dither(batch.view(-1), rng).view_as(batch)
+        return self.codec.encode(batch.to(self.device)).cpu()[:, :, : self.frames]
+
     def _stream(self, segments: list[tuple[int, torch.Tensor]], rng: np.random.Generator) -> torch.Tensor:
         """Codes [K, T]: quiet, with each (first frame, codes) segment written over it."""
         out = self._quiet(self.frames, rng).clone()
@@ -170,15 +186,15 @@ class Renderer:
         wherever it is cut."""
         rngs = [np.random.default_rng([self.seed, 3, i]) for i in indices]
         turns = [self.layout(rng) for rng in rngs]
-        questions = self._encode([t[1] for t in turns], np.random.default_rng([self.seed, 4, indices[0]]))
+        users = self._user_streams([(t[4], t[1]) for t in turns], np.random.default_rng([self.seed, 4, indices[0]]))
         made = []
-        for (text, _, _, said, first), user, rng in zip(turns, questions, rngs):
+        for (text, _, _, said, _), user, rng in zip(turns, users, rngs):
             answer_at = int((text != self.cfg.text_padding_id).nonzero()[0]) if said else self.frames
             segments, at = [], answer_at
             for w in said:
                 segments.append((at, self.word(w)))
                 at += self.word(w).shape[1]
-            made.append(torch.cat([text[None], self._stream(segments, rng), self._stream([(first, user)], rng)]))
+            made.append(torch.cat([text[None], self._stream(segments, rng), user]))
         return {"frames": torch.stack(made).to(torch.int16), "pixels": pack_pixels(torch.stack([t[2] for t in turns]))}
 
 
@@ -193,6 +209,7 @@ def unpack_pixels(packed: torch.Tensor) -> torch.Tensor:
 
 
 SHARD = 1000  # dialogues per cache file
+LAYOUT = "whole"  # names how the streams are laid out: caches of an earlier layout are not reused
 GROUP = 50  # dialogues encoded in one batch
 
 
@@ -240,7 +257,8 @@ def dialogues(recipe: LMRecipe, job: RenderJob, out: Path, workers: int = 0) -> 
     its own (0: in this process), then all load them."""
     key = fingerprint(job.codec)
     starts = range(0, recipe.examples, SHARD)
-    paths = [out / f"lm-{job.seed}-{key}-{job.image_size}px-{s}-{min(SHARD, recipe.examples - s)}.pt" for s in starts]
+    paths = [out / f"lm-{LAYOUT}-{job.seed}-{key}-{job.image_size}px-{s}-{min(SHARD, recipe.examples - s)}.pt"
+             for s in starts]
     rank, size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     mine = [(s, p) for s, p in zip(starts, paths) if not p.exists()][rank::size]
     title = f"rendering {recipe.examples} dialogues"

@@ -113,7 +113,7 @@ class Trainer:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.step = int(saved["step"])
         if "rng" in saved:  # checkpoints from before the RNG was saved resume all the same
-            torch.set_rng_state(saved["rng"])
+            torch.set_rng_state(saved["rng"].cpu())  # map_location moved it to the training device
         if self.world.main:
             log.info("%s: resuming from step %d (%s)", self.stage, self.step, self.checkpoint)
         return True

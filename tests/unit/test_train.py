@@ -171,3 +171,37 @@ def test_batches_drawn_ahead_by_worker_processes_train_the_same_weights(tmp_path
     assert train("vision", "--recipe", "smoke", "--out", str(tmp_path / "here")) == 0
     assert train("vision", "--recipe", "smoke", "--out", str(tmp_path / "ahead"), "--workers", "2") == 0
     assert same(weights(tmp_path / "here" / "vision.safetensors"), weights(tmp_path / "ahead" / "vision.safetensors"))
+
+
+def test_the_user_stream_is_encoded_as_the_engine_encodes_it(tmp_path):
+    """The LM trains on the codes the engine hands it live: the question inside dithered quiet, encoded from
+    the session's start (pasting separately encoded questions into encoded quiet cost 11 points of answers)."""
+    from assistant.synth.speech import dither
+    from assistant.train.lm import RECIPES, Renderer, train_tokenizer
+
+    from ..conftest import random_codec
+
+    codec, frames, first = random_codec(), 12, 3
+    renderer = Renderer(codec, train_tokenizer(tmp_path / "tokenizer.model"), RECIPES["smoke"].config, frames, 56)
+    question = torch.randn(codec.frame_size * 5 + 7) * 0.1
+    offline = renderer._user_streams([(first, question)], np.random.default_rng(1))[0]
+    wav = torch.zeros(frames * codec.frame_size)
+    wav[first * codec.frame_size: first * codec.frame_size + len(question)] = question
+    wav = dither(wav, np.random.default_rng(1))[None, None]
+    state = codec.init_encode_state(1)
+    with torch.no_grad():
+        live = torch.cat([codec.encode_step(wav[..., i * codec.frame_size: (i + 1) * codec.frame_size], state)
+                          for i in range(frames)], -1)[0]
+    assert offline.shape == (codec.cfg.num_codebooks, frames)
+    assert torch.equal(offline, live)
+    # the question is in it: the same stream without the question differs from the question's first frame on
+    quiet = renderer._user_streams([(first, torch.zeros(0))], np.random.default_rng(1))[0]
+    assert torch.equal(quiet[:, :first], offline[:, :first]) and not torch.equal(quiet[:, first:], offline[:, first:])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_a_run_on_the_gpu_resumes(tmp_path):
+    out = tmp_path / "gpu"
+    assert train("vision", "--recipe", "smoke", "--out", str(out), "--device", "cuda", "--until", "2") == 0
+    assert train("vision", "--recipe", "smoke", "--out", str(out), "--device", "cuda") == 0
+    assert [int(r.split("\t")[0]) for r in (out / "vision-loss.tsv").read_text().splitlines()] == [2, 4]
