@@ -20,7 +20,7 @@ import torch
 from codec.audio import StreamingResampler
 from codec.errors import CodecInputError
 
-from .synth.speech import DITHER, dither
+from .synth.speech import dither
 
 _ids = itertools.count(1)
 VOICE_RMS = 0.01  # input level (about -40 dBFS) taken as the user speaking
@@ -77,7 +77,7 @@ class Session:
         self.timings = Timings()
         self.closed = False
         self._lock = threading.Lock()
-        self._noise = np.random.default_rng([seed, 11])  # the noise floor that replaces digital silence
+        self._noise = np.random.default_rng([seed, 11])  # the noise floor stepped when input is late
         # camera sampling, kept by the engine: last step encoded, its cost, the speaking window, and the
         # last frame's changed tokens (grid side, indices, recomputed fraction) for the page's overlay
         self.vision_step = -(10**9)
@@ -132,11 +132,9 @@ class Session:
             return len(self._ready), bool(self._ready) and self._ready[-1] > since
 
     def next_frame(self) -> torch.Tensor:
-        """The next whole frame of input, or quiet when none is ready (the session is late). Quiet is a -60
-        dBFS noise floor, as from a microphone in a quiet room, which is what the models learnt it as: a
-        frame quieter than that (a late session, a virtual or muted device, a silent WebRTC stream) is
-        replaced by the floor, since digital silence gives the codec codes it never saw in training. Louder
-        input is left as it is: tutti-tiny's answers suffer even from a second floor added to the first."""
+        """The next whole frame of input, or quiet when none is ready (the session is late): a -60 dBFS noise
+        floor, as from a microphone in a quiet room, which is what the models learnt quiet as; digital
+        silence gives the codec codes it never saw in training."""
         with self._lock:
             if self._pending.shape[0] < self.frame_size:
                 self.timings.late_frames += 1
@@ -155,7 +153,7 @@ class Session:
             frame, self._pending = self._pending[:n], self._pending[n:]
             self._frame_ready = self._ready.popleft()
             self.last_quiet = quiet(frame)
-            return frame if float(frame.pow(2).mean().sqrt()) >= DITHER / 4 else dither(torch.zeros(n), self._noise)
+            return frame
 
     def take_video(self) -> np.ndarray | None:
         frame, self.video = self.video, None
