@@ -52,9 +52,14 @@ def test_desktop_session_on_null_sinks_and_a_video_camera(pulse, tmp_path):
     env = dict(os.environ, PULSE_SOURCE="tutti_mic.monitor", PULSE_SINK="tutti_speaker")
     app = subprocess.Popen([sys.executable, "-m", "assistant.cli", "desktop", "--model", "tiny", "--seconds", "7",
                             "--camera", str(video)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.0)  # the app is up (model built, devices open) before the question is spoken
+    # the question is spoken once the app listens (model built, devices open): a fixed wait was too short
+    # for a fresh checkout's first imports, and the app then heard only the end of the question
+    said = []
+    while not said or ("listening" not in said[-1] and said[-1]):
+        said.append(app.stderr.readline())
     subprocess.run(["paplay", "--device=tutti_mic", str(question)], check=True)
     out, err = app.communicate(timeout=60)
+    err = "".join(said) + err
     recorder.terminate()
     recorder.wait(timeout=5)
     assert app.returncode == 0, err
