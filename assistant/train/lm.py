@@ -238,6 +238,10 @@ class RenderJob:
     seed: int
     device: str
 
+    def renderer(self) -> Renderer:
+        return Renderer(load_codec(self.codec).eval(), TextTokenizer(self.tokenizer), self.config, self.frames,
+                        self.image_size, self.seed, torch.device(self.device))
+
 
 _worker_renderer: Renderer | None = None
 
@@ -246,8 +250,7 @@ def _render_in_worker(job: RenderJob, start: int, count: int, path: Path) -> Non
     global _worker_renderer
     if _worker_renderer is None:
         torch.set_num_threads(1)  # the workers fill the cores, one each
-        _worker_renderer = Renderer(load_codec(job.codec).eval(), TextTokenizer(job.tokenizer), job.config, job.frames,
-                                    job.image_size, job.seed, torch.device(job.device))
+        _worker_renderer = job.renderer()
     render_shard(_worker_renderer, start, count, path)
 
 
@@ -271,8 +274,7 @@ def dialogues(recipe: LMRecipe, job: RenderJob, out: Path, workers: int = 0) -> 
     else:
         renderer = None
         for s, p in progress(mine, len(mine), title):
-            renderer = renderer or Renderer(load_codec(job.codec).eval(), TextTokenizer(job.tokenizer), job.config,
-                                            job.frames, job.image_size, job.seed, torch.device(job.device))
+            renderer = renderer or job.renderer()
             render_shard(renderer, s, min(SHARD, recipe.examples - s), p)
     if size > 1:
         dist.barrier()
