@@ -22,6 +22,13 @@ TRAIN_VOICES = tuple(f"{lang}+{variant}" for lang in ("en-us", "en-gb", "en-gb-x
                      for variant in ("m1", "m2", "m3", "f1", "f2", "f3", "klatt", "klatt2"))
 HELD_OUT_VOICES = tuple(f"{lang}+{variant}" for lang in ("en-gb-scotland", "en-gb-x-gbclan")
                         for variant in ("m4", "f4", "klatt4"))
+# Six accents x 27 variants: the held-out voices' accents and variants stay out, and so does the assistant's
+# (klatt3); klatt6 is left out because espeak renders it exactly as klatt.
+MORE_VOICES = tuple(f"{lang}+{variant}" for lang in ("en-us", "en-gb", "en-gb-x-rp", "en-029", "en-gb-x-gbcwmd",
+                                                     "en-us-nyc")
+                    for variant in ("m1", "m2", "m3", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f5", "klatt", "klatt2",
+                                    "klatt5", "adam", "Andy", "Annie", "david", "edward", "linda", "Michael", "paul",
+                                    "steph", "travis", "Alex", "Gene", "max"))
 DITHER = 10 ** (-60 / 20)  # -60 dBFS: digital silence confuses recognizers and the codec alike
 
 

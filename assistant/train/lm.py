@@ -11,6 +11,7 @@ The codec and the vision encoder are frozen (trained by recipes 1 and 2).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import multiprocessing
 import os
@@ -27,7 +28,7 @@ from torch import nn
 
 from codec.checkpoint import load_codec
 from codec.model import MimiCodec
-from encoders.siglip import load_vision
+from encoders.siglip import load_vision, save_vision
 
 from ..model.config import LMConfig, lm_preset
 from ..model.lm import StreamingLM
@@ -36,7 +37,7 @@ from ..model.tokenizer import TextTokenizer
 from ..progress import progress
 from ..synth.dialogue import draw_turn, vocabulary
 from ..synth.scenes import Scene
-from ..synth.speech import ASSISTANT, TRAIN_VOICES, Voice, dither, espeak, room
+from ..synth.speech import ASSISTANT, MORE_VOICES, TRAIN_VOICES, Voice, dither, espeak, room
 from .loop import Schedule, Stage, unwrap
 from .vision import scene_pixels
 
@@ -50,6 +51,8 @@ class LMRecipe:
     batch: int
     frames: int  # steps per example
     examples: int  # dialogues generated once per run
+    voices: tuple[str, ...] = TRAIN_VOICES  # the users' voices
+    tune_vision: bool = False  # train the vision encoder with the LM instead of keeping it frozen
 
 
 RECIPES = {
@@ -68,10 +71,14 @@ RECIPES = {
     # encodes it (tiny-gpu's were pasted): a short fine-tuning that fits a CPU.
     "tiny-stream": LMRecipe(lm_preset("tiny"), Schedule(steps=1200, lr=3e-4, warmup=50, save_every=100), batch=16,
                             frames=88, examples=10_000),
+    # Goes on from "tiny-stream"'s weights (--init, --vision) with five times the voices and the vision encoder
+    # trained along: answers about shapes and places teach the encoder what the LM needs to see.
+    "tiny-voices": LMRecipe(lm_preset("tiny"), Schedule(steps=1000, lr=3e-4, warmup=50, save_every=100), batch=16,
+                            frames=88, examples=10_000, voices=MORE_VOICES, tune_vision=True),
     "smoke": LMRecipe(lm_preset("test").with_(card=32, n_q=8, dep_q=4, delays=(0, 0, 1, 1, 1, 0, 1, 1, 1), text_card=80,
                                               vision_dim=32, vision_tokens=64),
-                      Schedule(steps=4, lr=1e-3, warmup=1, save_every=2, log_every=2), batch=2, frames=40, examples=3),
-}
+                      Schedule(steps=4, lr=1e-3, warmup=1, save_every=2, log_every=2), batch=2, frames=40, examples=3),}
+RECIPES["smoke-vision"] = dataclasses.replace(RECIPES["smoke"], voices=MORE_VOICES, tune_vision=True)
 
 
 def words(text: str) -> list[str]:
@@ -112,9 +119,9 @@ class Renderer:
     draws the speech)."""
 
     def __init__(self, codec: MimiCodec, tokenizer: TextTokenizer, cfg: LMConfig, frames: int, image_size: int,
-                 seed: int = 0, device: torch.device = torch.device("cpu")):
+                 seed: int = 0, device: torch.device = torch.device("cpu"), voices: tuple[str, ...] = TRAIN_VOICES):
         self.codec, self.tokenizer, self.cfg, self.frames = codec.to(device), tokenizer, cfg, frames
-        self.image_size, self.seed, self.device = image_size, seed, device
+        self.image_size, self.seed, self.device, self.voices = image_size, seed, device, voices
         self.sr, self.frame = codec.cfg.sample_rate, codec.cfg.frame_size
         self.silence = self._encode([torch.zeros(SILENCE_SECONDS * self.sr)], np.random.default_rng([seed, 5]), lead=0)[0]
         self._words: dict[str, torch.Tensor] = {}
@@ -146,7 +153,7 @@ class Renderer:
         first frame."""
         scene = Scene.draw(rng)
         turn = draw_turn(scene, rng)
-        question = room(espeak(turn.question, Voice.draw(rng, TRAIN_VOICES), self.sr), rng, self.sr)
+        question = room(espeak(turn.question, Voice.draw(rng, self.voices), self.sr), rng, self.sr)
         first = int(rng.uniform(0.3, 2.0) / (self.frame / self.sr))
         question = question[: (self.frames - first) * self.frame]
         at = first + -(-len(question) // self.frame) + ANSWER_PAUSE  # the answer's first frame
@@ -237,10 +244,11 @@ class RenderJob:
     image_size: int
     seed: int
     device: str
+    voices: tuple[str, ...] = TRAIN_VOICES
 
     def renderer(self) -> Renderer:
         return Renderer(load_codec(self.codec).eval(), TextTokenizer(self.tokenizer), self.config, self.frames,
-                        self.image_size, self.seed, torch.device(self.device))
+                        self.image_size, self.seed, torch.device(self.device), self.voices)
 
 
 _worker_renderer: Renderer | None = None
@@ -259,6 +267,8 @@ def dialogues(recipe: LMRecipe, job: RenderJob, out: Path, workers: int = 0) -> 
     them and the pixels' size. Under torchrun each process renders its share of the missing shards, with `workers` processes of
     its own (0: in this process), then all load them."""
     key = fingerprint(job.codec)
+    if job.voices != TRAIN_VOICES:  # the original voices keep their caches' names
+        key += f"-v{zlib.crc32(' '.join(job.voices).encode()):08x}"
     starts = range(0, recipe.examples, SHARD)
     paths = [out / f"lm-{LAYOUT}-{job.seed}-{key}-{job.image_size}px-{s}-{min(SHARD, recipe.examples - s)}.pt"
              for s in starts]
@@ -282,13 +292,26 @@ def dialogues(recipe: LMRecipe, job: RenderJob, out: Path, workers: int = 0) -> 
     return torch.cat([s["frames"] for s in shards]), torch.cat([s["pixels"] for s in shards])
 
 
+class Seeing(nn.Module):
+    """The LM with the vision encoder it attends to, as one model: a frozen encoder costs nothing to carry
+    (no gradients, no optimizer state, ignored by DDP), and an encoder in training is averaged, checkpointed
+    and resumed with the LM."""
+
+    def __init__(self, lm: StreamingLM, encoder: nn.Module) -> None:
+        super().__init__()
+        self.lm, self.encoder = lm, encoder
+
+    def forward(self, frames: torch.Tensor, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.lm(frames, self.encoder(pixels))
+
+
 def lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
     """Teacher-forced cross-entropy of the text stream (padding down-weighted) and the audio codebooks, given
-    frames [B, 1 + n_q, T] and vision tokens [B, N, D]."""
-    lm: StreamingLM = unwrap(model)
-    device = next(model.parameters()).device
-    frames, vision = batch[0].to(device).long(), batch[1].to(device).float()
-    text_logits, audio_logits = model(frames, vision)
+    frames [B, 1 + n_q, T] and packed pixels [B, 3, S, S] of a `Seeing` model."""
+    lm: StreamingLM = unwrap(model).lm
+    device = next(lm.parameters()).device
+    frames = batch[0].to(device).long()
+    text_logits, audio_logits = model(frames, unpack_pixels(batch[1].to(device)))
     targets = lm.targets(frames)
     text_target = targets[:, 0]
     weight = torch.where(text_target == lm.cfg.text_padding_id, PAD_WEIGHT, 1.0)
@@ -300,28 +323,25 @@ def lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], step: in
 def stage(recipe_name: str, seed: int, out: Path, codec: Path, vision: Path, init: Path | None = None,
           device: torch.device = torch.device("cpu"), workers: int = 0) -> Stage:
     recipe = RECIPES[recipe_name]
-    model = StreamingLM(recipe.config)
+    lm = StreamingLM(recipe.config)
     if init is not None:
         start = load_lm(init)
         if not start.cfg.same_architecture(recipe.config):
             raise ValueError(f"--init {init}: its architecture is not recipe {recipe_name!r}'s")
-        model.load_state_dict(start.state_dict())
-    encoder = load_vision(vision).eval().requires_grad_(False)
+        lm.load_state_dict(start.state_dict())
+    encoder = load_vision(vision).requires_grad_(recipe.tune_vision)
     train_tokenizer(out / "tokenizer.model")
     job = RenderJob(codec, out / "tokenizer.model", recipe.config, recipe.frames, encoder.cfg.image_size, seed,
-                    str(device))
+                    str(device), recipe.voices)
     frames, pixels = dialogues(recipe, job, out, workers)
-    encoder.to(device)
 
     def batch(step: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
         pick = torch.from_numpy(np.random.default_rng([seed, step, rank, 4]).integers(len(frames), size=recipe.batch))
         return frames[pick], pixels[pick]
 
-    def loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
-        """The frozen encoder makes the vision tokens per batch: a new encoder needs no dialogue rendered anew."""
-        with torch.no_grad():
-            tokens = encoder(unpack_pixels(batch[1].to(device)))
-        return lm_loss(model, (batch[0], tokens), step)
+    def export(model: nn.Module) -> None:
+        save_lm(model.lm, out / "lm.safetensors", dtype=torch.float16)
+        if recipe.tune_vision:
+            save_vision(model.encoder, out / "vision.safetensors")
 
-    return Stage(model=model, schedule=recipe.schedule, batch=batch, loss=loss,
-                 export=lambda model: save_lm(model, out / "lm.safetensors", dtype=torch.float16))
+    return Stage(model=Seeing(lm, encoder), schedule=recipe.schedule, batch=batch, loss=lm_loss, export=export)

@@ -9,7 +9,7 @@ import torch
 
 from assistant.synth.dialogue import describe, draw_turn, questions, vocabulary
 from assistant.synth.scenes import COLOURS, Item, Scene
-from assistant.synth.speech import ASSISTANT, HELD_OUT_VOICES, TRAIN_VOICES, Voice, espeak, room
+from assistant.synth.speech import ASSISTANT, HELD_OUT_VOICES, MORE_VOICES, TRAIN_VOICES, Voice, espeak, room
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
@@ -58,9 +58,20 @@ def test_vocabulary_covers_questions_and_answers():
     assert len(sentences) > 300
 
 
-def test_held_out_voices_are_never_training_voices():
-    assert not set(HELD_OUT_VOICES) & set(TRAIN_VOICES)
-    assert ASSISTANT.name not in TRAIN_VOICES + HELD_OUT_VOICES
+@pytest.mark.parametrize("voices", [TRAIN_VOICES, MORE_VOICES])
+def test_held_out_accents_and_variants_are_never_in_training_voices(voices):
+    parts = lambda names: {part for name in names for part in name.split("+")}  # noqa: E731
+    assert not parts(HELD_OUT_VOICES) & parts(voices)
+    assert ASSISTANT.name.split("+")[1] not in parts(voices) | parts(HELD_OUT_VOICES)
+    assert len(set(voices)) == len(voices)
+
+
+@needs_espeak
+def test_every_training_voice_renders_differently():
+    """espeak renders unknown or look-alike variants without complaint: each voice must sound like itself."""
+    rendered = {v: espeak("where is it", Voice(v), 16_000) for v in MORE_VOICES if v.startswith("en-us+")}
+    distinct = {tuple(w[::50].tolist()) for w in rendered.values()}
+    assert len(distinct) == len(rendered)
 
 
 @needs_espeak

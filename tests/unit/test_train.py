@@ -167,6 +167,25 @@ def test_dialogues_render_once_and_any_vision_encoder_reads_them(tmp_path):
     assert same(weights(other / "lm.safetensors"), first)
 
 
+def test_the_vision_encoder_trains_with_the_lm_only_when_the_recipe_says_so(tmp_path):
+    out = tmp_path / "run"
+    assert train("codec", "--recipe", "smoke", "--out", str(out)) == 0
+    assert train("vision", "--recipe", "smoke", "--out", str(out / "v")) == 0
+    inputs = ["--codec", str(out / "codec.safetensors"), "--vision", str(out / "v" / "vision.safetensors")]
+    assert train("lm", "--recipe", "smoke", "--out", str(out / "frozen"), *inputs) == 0
+    assert not (out / "frozen" / "vision.safetensors").exists()
+    assert train("lm", "--recipe", "smoke-vision", "--out", str(out / "tuned"), *inputs) == 0
+    start, tuned = weights(out / "v" / "vision.safetensors"), weights(out / "tuned" / "vision.safetensors")
+    assert start.keys() == tuned.keys() and not same(start, tuned)
+    # the tuned encoder loads as any vision checkpoint does, and other voices render other dialogues
+    from encoders.siglip import load_vision
+    assert load_vision(out / "tuned" / "vision.safetensors").cfg == load_vision(out / "v" / "vision.safetensors").cfg
+    frozen, = (out / "frozen").glob("lm-*.pt")
+    more, = (out / "tuned").glob("lm-*.pt")
+    assert frozen.name != more.name
+    assert not torch.equal(torch.load(frozen)["frames"], torch.load(more)["frames"])
+
+
 def test_batches_drawn_ahead_by_worker_processes_train_the_same_weights(tmp_path):
     assert train("vision", "--recipe", "smoke", "--out", str(tmp_path / "here")) == 0
     assert train("vision", "--recipe", "smoke", "--out", str(tmp_path / "ahead"), "--workers", "2") == 0
