@@ -127,14 +127,19 @@ class Renderer:
         self._words: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
+    def _streams(self, placed: list[tuple[int, torch.Tensor]], length: int, rng: np.random.Generator) -> torch.Tensor:
+        """Codes [n, K, length] of streams of dithered quiet `length` frames long, each with its (first frame,
+        clip) in it, encoded whole from the start."""
+        batch = torch.zeros(len(placed), 1, length * self.frame)
+        for i, (first, clip) in enumerate(placed):
+            batch[i, 0, first * self.frame: first * self.frame + len(clip)] = clip
+        batch = dither(batch.view(-1), rng).view_as(batch)
+        return self.codec.encode(batch.to(self.device)).cpu()[:, :, :length]
+
     def _encode(self, clips: list[torch.Tensor], rng: np.random.Generator, lead: int = LEAD_FRAMES) -> list[torch.Tensor]:
         """Codes [K, frames] of each clip (padded to whole frames) after `lead` frames of dithered quiet."""
         n = [-(-len(c) // self.frame) for c in clips]
-        batch = torch.zeros(len(clips), 1, (lead + max(n)) * self.frame)
-        for i, c in enumerate(clips):
-            batch[i, 0, lead * self.frame: lead * self.frame + len(c)] = c
-        batch = dither(batch.view(-1), rng).view_as(batch)
-        codes = self.codec.encode(batch.to(self.device)).cpu()
+        codes = self._streams([(lead, c) for c in clips], lead + max(n), rng)
         return [codes[i, :, lead: lead + k] for i, k in enumerate(n)]
 
     def word(self, w: str) -> torch.Tensor:
@@ -170,15 +175,6 @@ class Renderer:
         pixels = scene_pixels(scene, self.image_size, rng)
         return text, question, pixels, tuple(said), first
 
-    @torch.no_grad()
-    def _user_streams(self, questions: list[tuple[int, torch.Tensor]], rng: np.random.Generator) -> torch.Tensor:
-        """Codes [n, K, T] of the user's streams: dithered quiet with each (first frame, question) in it."""
-        batch = torch.zeros(len(questions), 1, self.frames * self.frame)
-        for i, (first, question) in enumerate(questions):
-            batch[i, 0, first * self.frame: first * self.frame + len(question)] = question
-        batch = dither(batch.view(-1), rng).view_as(batch)
-        return self.codec.encode(batch.to(self.device)).cpu()[:, :, : self.frames]
-
     def _stream(self, segments: list[tuple[int, torch.Tensor]], rng: np.random.Generator) -> torch.Tensor:
         """Codes [K, T]: quiet, with each (first frame, codes) segment written over it."""
         out = self._quiet(self.frames, rng).clone()
@@ -193,7 +189,8 @@ class Renderer:
         wherever it is cut."""
         rngs = [np.random.default_rng([self.seed, 3, i]) for i in indices]
         turns = [self.layout(rng) for rng in rngs]
-        users = self._user_streams([(t[4], t[1]) for t in turns], np.random.default_rng([self.seed, 4, indices[0]]))
+        quiet = np.random.default_rng([self.seed, 4, indices[0]])
+        users = self._streams([(t[4], t[1]) for t in turns], self.frames, quiet)
         made = []
         for (text, _, _, said, _), user, rng in zip(turns, users, rngs):
             answer_at = int((text != self.cfg.text_padding_id).nonzero()[0]) if said else self.frames

@@ -203,7 +203,7 @@ def test_the_user_stream_is_encoded_as_the_engine_encodes_it(tmp_path):
     codec, frames, first = random_codec(), 12, 3
     renderer = Renderer(codec, train_tokenizer(tmp_path / "tokenizer.model"), RECIPES["smoke"].config, frames, 56)
     question = torch.randn(codec.frame_size * 5 + 7) * 0.1
-    offline = renderer._user_streams([(first, question)], np.random.default_rng(1))[0]
+    offline = renderer._streams([(first, question)], frames, np.random.default_rng(1))[0]
     wav = torch.zeros(frames * codec.frame_size)
     wav[first * codec.frame_size: first * codec.frame_size + len(question)] = question
     wav = dither(wav, np.random.default_rng(1))[None, None]
@@ -214,7 +214,7 @@ def test_the_user_stream_is_encoded_as_the_engine_encodes_it(tmp_path):
     assert offline.shape == (codec.cfg.num_codebooks, frames)
     assert torch.equal(offline, live)
     # the question is in it: the same stream without the question differs from the question's first frame on
-    quiet = renderer._user_streams([(first, torch.zeros(0))], np.random.default_rng(1))[0]
+    quiet = renderer._streams([(first, torch.zeros(0))], frames, np.random.default_rng(1))[0]
     assert torch.equal(quiet[:, :first], offline[:, :first]) and not torch.equal(quiet[:, first:], offline[:, first:])
 
 
