@@ -218,6 +218,26 @@ def test_the_user_stream_is_encoded_as_the_engine_encodes_it(tmp_path):
     assert torch.equal(quiet[:, :first], offline[:, :first]) and not torch.equal(quiet[:, first:], offline[:, first:])
 
 
+def test_every_run_gives_the_assistant_the_same_codes(tmp_path):
+    """The LM learns one set of codes per word whatever seed renders its dialogues: a word's finer codes follow
+    the dither, and when each run's seed dithered them its own way a warm-started LM had to learn its speech
+    again."""
+    from assistant.synth.speech import ASSISTANT, espeak
+    from assistant.train.lm import RECIPES, Renderer, train_tokenizer
+    from assistant.weights import BUNDLED
+    from codec import load_codec
+
+    codec, tokenizer = load_codec(BUNDLED / "codec.safetensors"), train_tokenizer(tmp_path / "tokenizer.model")
+    smoke = RECIPES["smoke"]
+    a, b = (Renderer(codec, tokenizer, smoke.config, smoke.frames, 56, seed=seed) for seed in (0, 1))
+    assert torch.equal(a.silence, b.silence) and torch.equal(a.word("circle"), b.word("circle"))
+    # what is at stake: the same word under another dither
+    speech = [espeak("circle", ASSISTANT, codec.sample_rate) * 0.7]
+    assert not torch.equal(a._encode(speech, np.random.default_rng(0))[0], a._encode(speech, np.random.default_rng(1))[0])
+    # the users' streams still follow the seed
+    assert not torch.equal(a.examples(range(1))["frames"], b.examples(range(1))["frames"])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 def test_a_run_on_the_gpu_resumes(tmp_path):
     out = tmp_path / "gpu"
