@@ -7,7 +7,8 @@ stream with its words in the text stream, one word-level token on the frame
 where the word's audio begins, padding elsewhere. The assistant's words are
 rendered one by one and padded to whole frames, so a word's codes barely depend
 on where it falls, which makes the speech easy for a small model to learn.
-The codec and the vision encoder are frozen (trained by recipes 1 and 2).
+The codec is frozen (trained by recipe 1); so is the vision encoder (recipe 2) unless
+the recipe trains it along.
 """
 from __future__ import annotations
 
@@ -77,7 +78,8 @@ RECIPES = {
                             frames=88, examples=10_000, voices=MORE_VOICES, tune_vision=True),
     "smoke": LMRecipe(lm_preset("test").with_(card=32, n_q=8, dep_q=4, delays=(0, 0, 1, 1, 1, 0, 1, 1, 1), text_card=80,
                                               vision_dim=32, vision_tokens=64),
-                      Schedule(steps=4, lr=1e-3, warmup=1, save_every=2, log_every=2), batch=2, frames=40, examples=3),}
+                      Schedule(steps=4, lr=1e-3, warmup=1, save_every=2, log_every=2), batch=2, frames=40, examples=3),
+}
 RECIPES["smoke-vision"] = dataclasses.replace(RECIPES["smoke"], voices=MORE_VOICES, tune_vision=True)
 
 
@@ -267,12 +269,10 @@ def _render_in_worker(job: RenderJob, start: int, count: int, path: Path) -> Non
 
 
 def dialogues(recipe: LMRecipe, job: RenderJob, out: Path, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The run's dialogues (frames, packed pixels), cached in `out` in shards named by the codec that encoded
-    them and the pixels' size. Under torchrun each process renders its share of the missing shards, with `workers` processes of
-    its own (0: in this process), then all load them."""
-    key = fingerprint(job.codec)
-    if job.voices != TRAIN_VOICES:  # the original voices keep their caches' names
-        key += f"-v{zlib.crc32(' '.join(job.voices).encode()):08x}"
+    """The run's dialogues (frames, packed pixels), cached in `out` in shards named by the layout, seed, codec
+    that encoded them, users' voices and the pixels' size. Under torchrun each process renders its share of
+    the missing shards, with `workers` processes of its own (0: in this process), then all load them."""
+    key = f"{fingerprint(job.codec)}-v{zlib.crc32(' '.join(job.voices).encode()):08x}"
     starts = range(0, recipe.examples, SHARD)
     paths = [out / f"lm-{LAYOUT}-{job.seed}-{key}-{job.image_size}px-{s}-{min(SHARD, recipe.examples - s)}.pt"
              for s in starts]
