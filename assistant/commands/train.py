@@ -2,6 +2,7 @@
 
 Runs resume from the checkpoint in --out; start several processes with
 `torchrun --nproc-per-node N -m assistant.cli train ...` for data-parallel training.
+`tutti average RUN_A RUN_B --out DIR` averages two runs' weights.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..train.average import AVERAGED, average_runs
 from ..train.loop import Trainer, init_world
 
 STAGES = {"codec": "codec", "vision": "vision", "lm": "lm"}
@@ -57,6 +59,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_average(args: argparse.Namespace) -> int:
+    names = average_runs(Path(args.a), Path(args.b), Path(args.out), args.weight)
+    log.info("averaged %s into %s", ", ".join(names), args.out)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a stage of the bundled model from its recipe (resumable)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,3 +89,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", help="vision, lm: start from these weights (e.g. an earlier run's vision.safetensors or "
                                   "lm.safetensors) instead of random ones; a checkpoint in --out still takes precedence")
     p.set_defaults(func=run, errors=(ValueError, OSError))
+
+    p = sub.add_parser("average", help="average the weights of two runs of one lineage",
+                       description=f"Writes (1 - w) * A + w * B of each of {', '.join(AVERAGED)} that A holds "
+                                   "into --out (configs must match).")
+    p.add_argument("a", help="a run's --out or a model directory")
+    p.add_argument("b", help="another run of the same model (e.g. one warm-started from A)")
+    p.add_argument("--out", required=True, help="directory for the averaged files")
+    p.add_argument("--weight", type=float, default=0.5, help="B's share w (default: 0.5)")
+    p.set_defaults(func=run_average, errors=(ValueError, OSError))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from assistant.cli import main
 from assistant.synth.scenes import COLOURS, SHAPES
@@ -244,3 +244,26 @@ def test_a_run_on_the_gpu_resumes(tmp_path):
     assert train("vision", "--recipe", "smoke", "--out", str(out), "--device", "cuda", "--until", "2") == 0
     assert train("vision", "--recipe", "smoke", "--out", str(out), "--device", "cuda") == 0
     assert [int(r.split("\t")[0]) for r in (out / "vision-loss.tsv").read_text().splitlines()] == [2, 4]
+
+
+def test_two_runs_average_into_a_loadable_model(tmp_path, capsys):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "mean"
+    assert train("vision", "--recipe", "smoke", "--out", str(a)) == 0
+    assert train("vision", "--recipe", "smoke", "--out", str(b), "--seed", "1") == 0
+    assert main(["average", str(a), str(b), "--out", str(out)]) == 0
+    x, y, mean = (weights(d / "vision.safetensors") for d in (a, b, out))
+    assert mean.keys() == x.keys() and not same(x, y)
+    assert all(torch.allclose(mean[k], (x[k] + y[k]) / 2, atol=1e-6) for k in x)
+    assert main(["average", str(a), str(b), "--out", str(tmp_path / "a0"), "--weight", "0"]) == 0
+    assert same(weights(tmp_path / "a0" / "vision.safetensors"), x)
+    from encoders.siglip import load_vision
+    assert load_vision(out / "vision.safetensors").cfg == load_vision(a / "vision.safetensors").cfg
+    # another model's file, or a run lacking the files, is refused with a clear error and nothing written
+    (tmp_path / "other").mkdir()
+    save_file(y, tmp_path / "other" / "vision.safetensors", metadata={"format": "tutti-vision", "config": "{}"})
+    assert main(["average", str(a), str(tmp_path / "other"), "--out", str(tmp_path / "bad")]) == 2
+    assert "configs differ" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["average", str(a), str(tmp_path / "empty"), "--out", str(tmp_path / "bad")]) == 2
+    assert "lacks vision.safetensors" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
