@@ -6,20 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+from codec.checkpoint import read_safetensors
 
 AVERAGED = ("lm.safetensors", "vision.safetensors")  # the codec and tokenizer are frozen in the LM's recipes
 
 
 def _mean(a: Path, b: Path, weight: float) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(1 - weight) * a + weight * b, tensor by tensor, and a's metadata (its config)."""
-    with safe_open(a, "pt") as f:
-        meta = f.metadata()
-    with safe_open(b, "pt") as f:
-        if f.metadata() != meta:
-            raise ValueError(f"{a} and {b} hold different models (their configs differ)")
-    x, y = load_file(a), load_file(b)
+    (x, meta), (y, other) = read_safetensors(a), read_safetensors(b)
+    if other != meta:
+        raise ValueError(f"{a} and {b} hold different models (their configs differ)")
     if x.keys() != y.keys() or any(x[k].shape != y[k].shape for k in x):
         raise ValueError(f"{a} and {b} hold different tensors")
     return {k: torch.lerp(x[k].float(), y[k].float(), weight).to(x[k].dtype) for k in x}, meta
