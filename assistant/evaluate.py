@@ -90,7 +90,10 @@ class Case:
     rate: int
 
 
-def held_out_cases(count: int, seed: int = 20_261_123, rate: int = RATE, image_size: int = 224) -> list[Case]:
+HELD_OUT_SEED = 20_261_123  # the cases the tests and the documented figures use
+
+
+def held_out_cases(count: int, seed: int = HELD_OUT_SEED, rate: int = RATE, image_size: int = 224) -> list[Case]:
     rng = np.random.default_rng([seed, 7])
     cases = []
     for _ in range(count):

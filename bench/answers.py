@@ -2,7 +2,7 @@
 code as `tutti ask`: how often the caption gives the right answer, how intelligible the spoken answer is
 (recognizer WER of the spoken answer against its own caption, beside espeak's rendering of the captions), and how soon the answer starts.
 
-    .venv/bin/python bench/answers.py [--cases 200] [--model tiny] [--batch 50]
+    .venv/bin/python bench/answers.py [--cases 200] [--seed 20261123] [--model tiny] [--batch 50] [--no-speech]
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from assistant.commands.serve import build_engine  # noqa: E402
-from assistant.evaluate import Recognizer, answer_cases, answer_correct, held_out_cases, word_error_rate  # noqa: E402
+from assistant.evaluate import (HELD_OUT_SEED, Recognizer, answer_cases, answer_correct,  # noqa: E402
+                                held_out_cases, word_error_rate)
 from assistant.synth.speech import ASSISTANT, espeak  # noqa: E402
 
 LISTEN = 4.0
@@ -33,24 +34,30 @@ def first_sound(audio: np.ndarray, rate: int, threshold: float = 0.02) -> float 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=HELD_OUT_SEED,
+                        help="which held-out cases (the tests use the default; 7 gives the second set in docs/)")
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--batch", type=int, default=50, help="sessions stepped together")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-speech", action="store_true", help="captions only: skip the recognizer and onsets")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     engine = build_engine(args.model, args.batch)
     rate = engine.codec.sample_rate
-    cases = held_out_cases(args.cases)
+    cases = held_out_cases(args.cases, args.seed)
     results = answer_cases(engine, cases, LISTEN, args.batch)
     by_intent: dict[str, list[bool]] = defaultdict(list)
     for case, (_, text) in zip(cases, results):
         by_intent[case.turn.intent].append(answer_correct(case.turn.answer, text))
     correct = [ok for oks in by_intent.values() for ok in oks]
-    print(f"model {args.model}: {len(cases)} held-out cases; captions correct {100 * np.mean(correct):.1f}%")
+    print(f"model {args.model}: {len(cases)} held-out cases (seed {args.seed}); "
+          f"captions correct {100 * np.mean(correct):.1f}%")
     for intent, oks in sorted(by_intent.items()):
         print(f"  {intent:<7} {100 * np.mean(oks):5.1f}% of {len(oks)}")
     for case, (_, text) in list(zip(cases, results))[:8]:
         print(f"  asked {case.turn.question!r}: expected {case.turn.answer!r}, captioned {text!r}")
+    if args.no_speech:
+        return
     recognizer = Recognizer()
     said = [text for _, text in results]  # the text stream: what the model says it says
     heard = [recognizer.transcribe(torch.from_numpy(a), rate) for a, _ in results]

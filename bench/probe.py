@@ -1,6 +1,8 @@
 """What the bundled vision encoder's tokens say about a scene: linear probes (trained here, in seconds) that
-read each 3x3 cell's colour and shape (or "empty") from the frozen tokens of scenes it never saw. A probe
-near 100% means the LM has what it needs in the tokens; a low one means the encoder is the bottleneck.
+read each 3x3 cell's colour and shape (or "empty") from the frozen tokens of scenes it never saw, then the
+shape and colour under one patch from that patch's token alone (the patches near a shape's cell centre, as
+`tiny-cells` labels them), with the shapes' confusion. A probe near 100% means the LM has what it needs in
+the tokens; a low one means the encoder is the bottleneck.
 
     .venv/bin/python bench/probe.py [--scenes 3000] [--model assistant/weights/tutti-tiny/vision.safetensors]
 """
@@ -17,45 +19,52 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from assistant.synth.scenes import Scene  # noqa: E402
-from assistant.train.vision import cell_labels, scene_pixels  # noqa: E402
+from assistant.synth.scenes import SHAPES, Scene  # noqa: E402
+from assistant.train.vision import cell_labels, patch_labels, scene_pixels  # noqa: E402
 from encoders.siglip import load_vision  # noqa: E402
 
 TRAIN_SHARE = 0.8
 
 
-def scenes(count: int, size: int, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Pixels [n, 3, size, size] and per-cell labels [n, 9] (0 empty, else 1 + colour / shape index)."""
+def scenes(count: int, size: int, grid: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pixels [n, 3, size, size], per-cell labels [n, 9, 2] and per-patch labels [n, grid * grid, 2] (shape,
+    colour: 0 empty, else 1 + index; -100 for patches away from a cell's centre)."""
     rng = np.random.default_rng(seed)
-    pixels, labels = [], []
+    pixels, cells, patches = [], [], []
     for _ in range(count):
         scene = Scene.draw(rng)
-        labels.append(cell_labels(scene))
+        cells.append(cell_labels(scene))
+        patches.append(patch_labels(scene, grid))
         pixels.append(scene_pixels(scene, size, rng))
-    labels = torch.stack(labels)
-    return torch.stack(pixels), {"colour": labels[..., 1], "shape": labels[..., 0]}
+    return torch.stack(pixels), torch.stack(cells), torch.stack(patches)
 
 
-def probe(features: torch.Tensor, labels: torch.Tensor, steps: int = 300) -> tuple[float, float]:
-    """A linear read-out per cell; returns (held-out cells right, held-out occupied cells right)."""
+def probe(features: torch.Tensor, labels: torch.Tensor, classes: int, steps: int = 300,
+          lr: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """A linear read-out of each of labels' K positions from features [n, F] (labels [n, K], the first
+    TRAIN_SHARE of rows to fit it); returns the held-out rows' (predictions, truth), each [m, K]."""
     split = int(TRAIN_SHARE * len(features))
     mean, std = features[:split].mean(0), features[:split].std(0) + 1e-5
     x = (features - mean) / std
-    classes = int(labels.max()) + 1
-    weight = torch.zeros(x.shape[1], 9 * classes, requires_grad=True)
-    bias = torch.zeros(9 * classes, requires_grad=True)
-    optimizer = torch.optim.Adam([weight, bias], lr=1e-3, weight_decay=1e-4)
+    positions = labels.shape[1]
+    weight = torch.zeros(x.shape[1], positions * classes, requires_grad=True)
+    bias = torch.zeros(positions * classes, requires_grad=True)
+    optimizer = torch.optim.Adam([weight, bias], lr=lr, weight_decay=1e-4)
     for _ in range(steps):
-        logits = (x[:split] @ weight + bias).view(-1, 9, classes)
+        logits = (x[:split] @ weight + bias).view(-1, positions, classes)
         loss = F.cross_entropy(logits.transpose(1, 2), labels[:split])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        predicted = (x[split:] @ weight + bias).view(-1, 9, classes).argmax(-1)
-    truth = labels[split:]
+        predicted = (x[split:] @ weight + bias).view(-1, positions, classes).argmax(-1)
+    return predicted, labels[split:]
+
+
+def report(what: str, predicted: torch.Tensor, truth: torch.Tensor, classes: int) -> None:
     occupied = truth > 0
-    return (predicted == truth).float().mean().item(), (predicted[occupied] == truth[occupied]).float().mean().item()
+    print(f"  {what:<14}: right {100 * (predicted == truth).float().mean():5.1f}%, where a shape is "
+          f"{100 * (predicted[occupied] == truth[occupied]).float().mean():5.1f}% (chance {100 / (classes - 1):.0f}%)")
 
 
 def main() -> None:
@@ -68,15 +77,25 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     vision = load_vision(args.model).eval()
-    pixels, labels = scenes(args.scenes, vision.cfg.image_size, args.seed)
+    pixels, cells, patches = scenes(args.scenes, vision.cfg.image_size, vision.cfg.grid, args.seed)
     with torch.no_grad():
-        tokens = torch.cat([vision(pixels[i:i + 100]) for i in range(0, len(pixels), 100)]).flatten(1)
-    print(f"{args.model}: {tokens.shape[1]} features per scene, {args.scenes} scenes "
-          f"({int(TRAIN_SHARE * 100)}% to fit the probes, the rest to test them)")
-    for name, y in labels.items():
-        cells, occupied = probe(tokens, y)
-        print(f"  {name:<6}: cells right {100 * cells:5.1f}%, occupied cells right {100 * occupied:5.1f}% "
-              f"(chance on occupied cells {100 / (int(y.max())):.0f}%)")
+        tokens = torch.cat([vision(pixels[i:i + 100]) for i in range(0, len(pixels), 100)])
+    print(f"{args.model}: {args.scenes} scenes ({int(TRAIN_SHARE * 100)}% to fit the probes, the rest to test them)")
+    labelled = patches[..., 0] >= 0
+    for index, name in ((0, "shape"), (1, "colour")):
+        classes = int(cells[..., index].max()) + 1
+        report(f"{name} per cell", *probe(tokens.flatten(1), cells[..., index], classes), classes)
+        # the patches in scene order, so the first TRAIN_SHARE of them come from the probe's training scenes
+        predicted, truth = probe(tokens[labelled], patches[..., index][labelled][:, None], classes, lr=1e-2)
+        report(f"{name} per patch", predicted, truth, classes)
+        if name == "shape":
+            confusion = torch.zeros(classes, classes, dtype=torch.long)
+            confusion.index_put_((truth.flatten(), predicted.flatten()), torch.ones(truth.numel(), dtype=torch.long),
+                                 accumulate=True)
+            print("    per patch, rows the truth, columns the probe's answer:")
+            print(" " * 12 + "".join(f"{label:>9}" for label in ("empty", *SHAPES)))
+            for row, label in zip(confusion, ("empty", *SHAPES)):
+                print(f"    {label:<8}" + "".join(f"{n:>9}" for n in row.tolist()))
 
 
 if __name__ == "__main__":
