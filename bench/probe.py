@@ -1,7 +1,7 @@
 """What the bundled vision encoder's tokens say about a scene: linear probes (trained here, in seconds) that
 read each 3x3 cell's colour and shape (or "empty") from the frozen tokens of scenes it never saw, then the
 shape and colour under one patch from that patch's token alone (the patches near a shape's cell centre, as
-`tiny-cells` labels them), with the shapes' confusion. A probe near 100% means the LM has what it needs in
+`tiny-cells` labels them, with the shapes' confusion; then every patch, as `tiny-shapes` labels them). A probe near 100% means the LM has what it needs in
 the tokens; a low one means the encoder is the bottleneck.
 
     .venv/bin/python bench/probe.py [--scenes 3000] [--model assistant/weights/tutti-tiny/vision.safetensors]
@@ -20,23 +20,28 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from assistant.synth.scenes import SHAPES, Scene  # noqa: E402
-from assistant.train.vision import cell_labels, patch_labels, scene_pixels  # noqa: E402
+from assistant.train.vision import cell_labels, inside_labels, patch_labels, scene_pixels  # noqa: E402
 from encoders.siglip import load_vision  # noqa: E402
 
 TRAIN_SHARE = 0.8
 
 
-def scenes(count: int, size: int, grid: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pixels [n, 3, size, size], per-cell labels [n, 9, 2] and per-patch labels [n, grid * grid, 2] (shape,
-    colour: 0 empty, else 1 + index; -100 for patches away from a cell's centre)."""
+Scenes = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def scenes(count: int, size: int, grid: int, seed: int) -> Scenes:
+    """Pixels [n, 3, size, size], per-cell labels [n, 9, 2] and two kinds of per-patch labels [n, grid * grid, 2]
+    (shape, colour: 0 empty, else 1 + index): near a cell's centre (-100 for the other patches) and inside."""
     rng = np.random.default_rng(seed)
-    pixels, cells, patches = [], [], []
+    pixels, cells, patches, inside = [], [], [], []
     for _ in range(count):
         scene = Scene.draw(rng)
+        t = float(rng.uniform(0, 2))
         cells.append(cell_labels(scene))
         patches.append(patch_labels(scene, grid))
-        pixels.append(scene_pixels(scene, size, rng))
-    return torch.stack(pixels), torch.stack(cells), torch.stack(patches)
+        inside.append(inside_labels(scene, grid, t))
+        pixels.append(scene_pixels(scene, size, rng, t))
+    return torch.stack(pixels), torch.stack(cells), torch.stack(patches), torch.stack(inside)
 
 
 def probe(features: torch.Tensor, labels: torch.Tensor, classes: int, steps: int = 300,
@@ -77,7 +82,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     vision = load_vision(args.model).eval()
-    pixels, cells, patches = scenes(args.scenes, vision.cfg.image_size, vision.cfg.grid, args.seed)
+    pixels, cells, patches, inside = scenes(args.scenes, vision.cfg.image_size, vision.cfg.grid, args.seed)
     with torch.no_grad():
         tokens = torch.cat([vision(pixels[i:i + 100]) for i in range(0, len(pixels), 100)])
     print(f"{args.model}: {args.scenes} scenes ({int(TRAIN_SHARE * 100)}% to fit the probes, the rest to test them)")
@@ -86,16 +91,23 @@ def main() -> None:
         classes = int(cells[..., index].max()) + 1
         report(f"{name} per cell", *probe(tokens.flatten(1), cells[..., index], classes), classes)
         # the patches in scene order, so the first TRAIN_SHARE of them come from the probe's training scenes
-        predicted, truth = probe(tokens[labelled], patches[..., index][labelled][:, None], classes, lr=1e-2)
-        report(f"{name} per patch", predicted, truth, classes)
+        near = probe(tokens[labelled], patches[..., index][labelled][:, None], classes, lr=1e-2)
+        report(f"{name} per patch", *near, classes)
+        every = probe(tokens.flatten(0, 1), inside[..., index].flatten()[:, None], classes, lr=1e-2)
+        report(f"{name} inside", *every, classes)
         if name == "shape":
-            confusion = torch.zeros(classes, classes, dtype=torch.long)
-            confusion.index_put_((truth.flatten(), predicted.flatten()), torch.ones(truth.numel(), dtype=torch.long),
-                                 accumulate=True)
-            print("    per patch, rows the truth, columns the probe's answer:")
-            print(" " * 12 + "".join(f"{label:>9}" for label in ("empty", *SHAPES)))
-            for row, label in zip(confusion, ("empty", *SHAPES)):
-                print(f"    {label:<8}" + "".join(f"{n:>9}" for n in row.tolist()))
+            for what, (predicted, truth) in (("near a cell's centre", near), ("every patch", every)):
+                confusion(what, predicted, truth, classes)
+
+
+def confusion(what: str, predicted: torch.Tensor, truth: torch.Tensor, classes: int) -> None:
+    table = torch.zeros(classes, classes, dtype=torch.long)
+    table.index_put_((truth.flatten(), predicted.flatten()), torch.ones(truth.numel(), dtype=torch.long),
+                     accumulate=True)
+    print(f"    shape per patch ({what}), rows the truth, columns the probe's answer:")
+    print(" " * 12 + "".join(f"{label:>9}" for label in ("empty", *SHAPES)))
+    for row, label in zip(table, ("empty", *SHAPES)):
+        print(f"    {label:<8}" + "".join(f"{n:>9}" for n in row.tolist()))
 
 
 if __name__ == "__main__":

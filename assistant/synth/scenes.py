@@ -64,11 +64,14 @@ class Scene:
         img = np.broadcast_to(top * (1 - ramp) + bottom * ramp, (size, size, 3)).copy()
         cell = size / 3
         for it in self.items:
-            cx = (it.col + 0.5 + it.dx + self.motion[0] * t) * cell
-            cy = (it.row + 0.5 + it.dy + self.motion[1] * t) * cell
-            _draw(img, it.shape, (cx, cy), it.size * cell, it.angle, COLOURS[it.colour])
+            cx, cy = self.centre(it, t)
+            _draw(img, it.shape, (cx * cell, cy * cell), it.size * cell, it.angle, COLOURS[it.colour])
         img += rng.standard_normal(img.shape).astype(np.float32) * self.noise
         return np.clip(img, 0, 255).astype(np.uint8)[..., ::-1].copy()  # RGB -> BGR
+
+    def centre(self, item: Item, t: float = 0.0) -> tuple[float, float]:
+        """Where the item's centre is at time t seconds, in cell units from the top left corner (x, y)."""
+        return item.col + 0.5 + item.dx + self.motion[0] * t, item.row + 0.5 + item.dy + self.motion[1] * t
 
     def caption(self) -> str:
         """A description for contrastive training: every item with its colour, shape and place."""

@@ -2,6 +2,7 @@
 data-parallel across two processes (gloo). The real recipes run for hours and never in CI."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -143,6 +144,30 @@ def test_vision_warm_starts_and_reads_each_cell(tmp_path, capsys):
     assert int((patches[..., 0] != -100).sum()) == 16
     smoke = RECIPES["smoke"]
     assert scene_batch(smoke, 0, 0, 0)[2].shape == (smoke.batch, smoke.config.grid ** 2, 2)
+
+
+def test_dense_labels_cover_each_shape_where_it_has_moved():
+    from assistant.synth.scenes import Item, Scene
+    from assistant.train.vision import RECIPES, inside_labels, scene_batch
+
+    star = Item("star", "red", col=0, row=0, dx=0.0, dy=0.0, size=0.4, angle=0.0)
+    circle = Item("circle", "blue", col=2, row=2, dx=0.0, dy=0.0, size=0.25, angle=0.0)
+    scene = Scene((star, circle), ((90, 90, 90), (120, 120, 120)), 2.0, motion=(0.1, 0.0))
+    # 8 x 8 patches, centres at (k + 0.5) * 3 / 8 cells; the star (centre 0.5, 0.5 at t=0) covers the patches
+    # whose centres lie within 0.9 x 0.4 of it, and the circle (centre 2.5, 2.5) the one on its centre
+    for t, star_patches, circle_patches in ((0.0, {(0, 1), (1, 0), (1, 1)}, {(6, 6)}),
+                                            (2.0, {(0, 1), (1, 1), (1, 2)}, {(6, 7)})):  # 0.2 cells to the right
+        labels = inside_labels(scene, 8, t).view(8, 8, 2)
+        red_star = [1 + SHAPES.index("star"), 1 + list(COLOURS).index("red")]
+        blue_circle = [1 + SHAPES.index("circle"), 1 + list(COLOURS).index("blue")]
+        covered = {(y, x) for y in range(8) for x in range(8) if labels[y, x, 0] > 0}
+        assert covered == star_patches | circle_patches, t
+        assert all(labels[p].tolist() == red_star for p in star_patches)
+        assert all(labels[p].tolist() == blue_circle for p in circle_patches)
+    dense = dataclasses.replace(RECIPES["smoke"], inside=True)
+    labels = scene_batch(dense, 0, 0, 0)[2]
+    assert labels.shape == (dense.batch, dense.config.grid ** 2, 2) and bool((labels >= 0).all())
+    assert RECIPES["tiny-shapes"].inside and not RECIPES["tiny-cells"].inside
 
 
 def test_dialogues_render_once_and_any_vision_encoder_reads_them(tmp_path):
