@@ -1,8 +1,8 @@
 """What the bundled vision encoder's tokens say about a scene: linear probes (trained here, in seconds) that
 read each 3x3 cell's colour and shape (or "empty") from the frozen tokens of scenes it never saw, then the
 shape and colour under one patch from that patch's token alone (the patches near a shape's cell centre, as
-`tiny-cells` labels them, with the shapes' confusion; then every patch, as `tiny-shapes` labels them). A probe near 100% means the LM has what it needs in
-the tokens; a low one means the encoder is the bottleneck.
+`tiny-cells` labels them; then every patch, as `tiny-shapes` labels them), with the shapes' confusion. A
+probe near 100% means the LM has what it needs in the tokens; a low one means the encoder is the bottleneck.
 
     .venv/bin/python bench/probe.py [--scenes 3000] [--model assistant/weights/tutti-tiny/vision.safetensors]
 """

@@ -21,7 +21,7 @@ from torch import nn
 from encoders.frames import to_pixels
 from encoders.siglip import SiglipVision, VisionConfig, load_vision, save_vision, vision_preset
 
-from ..synth.scenes import COLOURS, COLUMNS, ROWS, SHAPES, Scene
+from ..synth.scenes import COLOURS, COLUMNS, ROWS, SHAPES, Item, Scene
 from .loop import Schedule, Stage
 
 WORDS = ("<pad>", "a", "on", "the", "at", "in", ",", *COLOURS, *SHAPES, *COLUMNS, *ROWS)
@@ -78,12 +78,22 @@ class CaptionEncoder(nn.Module):
 CELLS = 9  # the scenes' 3x3 grid
 
 
+def item_label(item: Item) -> torch.Tensor:
+    """[2]: the item's shape and colour as 1 + index (0 is left for "empty")."""
+    return torch.tensor([1 + SHAPES.index(item.shape), 1 + list(COLOURS).index(item.colour)])
+
+
 def cell_labels(scene: Scene) -> torch.Tensor:
     """[CELLS, 2]: each cell's shape and colour as 1 + index, 0 where the cell is empty."""
     labels = torch.zeros(CELLS, 2, dtype=torch.long)
     for item in scene.items:
-        labels[item.row * 3 + item.col] = torch.tensor([1 + SHAPES.index(item.shape), 1 + list(COLOURS).index(item.colour)])
+        labels[item.row * 3 + item.col] = item_label(item)
     return labels
+
+
+def patch_centres(grid: int) -> torch.Tensor:
+    """[grid]: the patches' centres along an axis, in cell units."""
+    return (torch.arange(grid) + 0.5) * 3 / grid
 
 
 NEAR = 0.2  # a patch is labelled with its cell when its centre lies this close (in cells) to the cell's centre
@@ -92,7 +102,7 @@ NEAR = 0.2  # a patch is labelled with its cell when its centre lies this close 
 def patch_labels(scene: Scene, grid: int) -> torch.Tensor:
     """[grid * grid, 2]: for each patch (row-major) the shape and colour of its cell (see `cell_labels`), for
     patches near a cell's centre, which a jittered or sliding shape always covers; -100 (ignored) elsewhere."""
-    centres = (torch.arange(grid) + 0.5) * 3 / grid  # in cell units
+    centres = patch_centres(grid)
     cell = centres.floor().long().clamp(max=2)
     near = (centres - cell - 0.5).abs() <= NEAR
     labels = cell_labels(scene)[(cell[:, None] * 3 + cell[None, :]).flatten()]
@@ -106,12 +116,12 @@ INSIDE = 0.9  # of a shape's radius: a patch centre this close to the shape's ce
 def inside_labels(scene: Scene, grid: int, t: float) -> torch.Tensor:
     """[grid * grid, 2]: for each patch (row-major) the shape and colour (1 + index) of the shape its centre
     lies inside at time t, 0 (background) for the others: dense labels, wherever a shape has moved to."""
-    centres = (torch.arange(grid) + 0.5) * 3 / grid  # in cell units
+    centres = patch_centres(grid)
     labels = torch.zeros(grid, grid, 2, dtype=torch.long)
     for item in scene.items:
         x, y = scene.centre(item, t)
         inside = (centres[None, :] - x) ** 2 + (centres[:, None] - y) ** 2 <= (INSIDE * item.size) ** 2
-        labels[inside] = torch.tensor([1 + SHAPES.index(item.shape), 1 + list(COLOURS).index(item.colour)])
+        labels[inside] = item_label(item)
     return labels.view(-1, 2)
 
 

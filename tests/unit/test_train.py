@@ -155,11 +155,11 @@ def test_dense_labels_cover_each_shape_where_it_has_moved():
     scene = Scene((star, circle), ((90, 90, 90), (120, 120, 120)), 2.0, motion=(0.1, 0.0))
     # 8 x 8 patches, centres at (k + 0.5) * 3 / 8 cells; the star (centre 0.5, 0.5 at t=0) covers the patches
     # whose centres lie within 0.9 x 0.4 of it, and the circle (centre 2.5, 2.5) the one on its centre
+    red_star = [1 + SHAPES.index("star"), 1 + list(COLOURS).index("red")]
+    blue_circle = [1 + SHAPES.index("circle"), 1 + list(COLOURS).index("blue")]
     for t, star_patches, circle_patches in ((0.0, {(0, 1), (1, 0), (1, 1)}, {(6, 6)}),
                                             (2.0, {(0, 1), (1, 1), (1, 2)}, {(6, 7)})):  # 0.2 cells to the right
         labels = inside_labels(scene, 8, t).view(8, 8, 2)
-        red_star = [1 + SHAPES.index("star"), 1 + list(COLOURS).index("red")]
-        blue_circle = [1 + SHAPES.index("circle"), 1 + list(COLOURS).index("blue")]
         covered = {(y, x) for y in range(8) for x in range(8) if labels[y, x, 0] > 0}
         assert covered == star_patches | circle_patches, t
         assert all(labels[p].tolist() == red_star for p in star_patches)
