@@ -169,16 +169,23 @@ def scene_pixels(scene: Scene, size: int, rng: np.random.Generator, t: float | N
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
+def labelled_scenes(cfg: VisionConfig, count: int, rng: np.random.Generator, inside: bool) -> tuple[list[Scene], torch.Tensor, torch.Tensor]:
+    """`count` scenes drawn from rng, each at a moment of its clip: the scenes, their pixels [count, 3, S, S] and
+    patch labels [count, grid², 2] (`inside_labels` if `inside`, else `patch_labels`)."""
+    scenes = [Scene.draw(rng) for _ in range(count)]
+    pixels, labels = [], []
+    for scene in scenes:
+        t = float(rng.uniform(0, 2))
+        pixels.append(scene_pixels(scene, cfg.image_size, rng, t))
+        labels.append(inside_labels(scene, cfg.grid, t) if inside else patch_labels(scene, cfg.grid))
+    return scenes, torch.stack(pixels), torch.stack(labels)
+
+
 def scene_batch(recipe: VisionRecipe, seed: int, step: int, rank: int) -> Batch:
     """Pixels, caption ids and patch labels of `recipe.batch` scenes drawn for this step and process."""
     rng = np.random.default_rng([seed, step, rank, 2])
-    scenes = [Scene.draw(rng) for _ in range(recipe.batch)]
-    pixels, labels, grid = [], [], recipe.config.grid
-    for scene in scenes:
-        t = float(rng.uniform(0, 2))
-        pixels.append(scene_pixels(scene, recipe.config.image_size, rng, t))
-        labels.append(inside_labels(scene, grid, t) if recipe.inside else patch_labels(scene, grid))
-    return torch.stack(pixels), torch.stack([tokenize_caption(s.caption()) for s in scenes]), torch.stack(labels)
+    scenes, pixels, labels = labelled_scenes(recipe.config, recipe.batch, rng, recipe.inside)
+    return pixels, torch.stack([tokenize_caption(s.caption()) for s in scenes]), labels
 
 
 def stage(recipe_name: str, seed: int, out: Path, init: Path | None = None) -> Stage:

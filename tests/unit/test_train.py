@@ -211,6 +211,31 @@ def test_the_vision_encoder_trains_with_the_lm_only_when_the_recipe_says_so(tmp_
     assert not torch.equal(torch.load(frozen)["frames"], torch.load(more)["frames"])
 
 
+def test_the_per_patch_read_out_trains_the_encoder_along_with_the_lm_and_resumes(tmp_path, monkeypatch, capsys):
+    from assistant.train.lm import RECIPES
+
+    out = tmp_path / "run"
+    assert train("codec", "--recipe", "smoke", "--out", str(out)) == 0
+    assert train("vision", "--recipe", "smoke", "--out", str(out / "v")) == 0
+    inputs = ["--codec", str(out / "codec.safetensors"), "--vision", str(out / "v" / "vision.safetensors")]
+    assert train("lm", "--recipe", "smoke-vision", "--out", str(out / "plain"), *inputs) == 0
+    assert train("lm", "--recipe", "smoke-readout", "--out", str(out / "read"), *inputs) == 0
+    assert train("lm", "--recipe", "smoke-readout", "--out", str(out / "stopped"), "--until", "2", *inputs) == 0
+    assert train("lm", "--recipe", "smoke-readout", "--out", str(out / "stopped"), *inputs) == 0
+    assert all("cells=" in row for row in (out / "read" / "lm-loss.tsv").read_text().splitlines())
+    assert not any("cells=" in row for row in (out / "plain" / "lm-loss.tsv").read_text().splitlines())
+    plain, read = weights(out / "plain" / "vision.safetensors"), weights(out / "read" / "vision.safetensors")
+    # the same dialogues in the same order: only the read-out's gradients tell the two encoders apart
+    assert plain.keys() == read.keys() and not same(plain, read)
+    # the read-out head is checkpointed with the LM (a resumed run ends where a straight one does) but not exported
+    assert same(read, weights(out / "stopped" / "vision.safetensors"))
+    assert same(weights(out / "read" / "lm.safetensors"), weights(out / "stopped" / "lm.safetensors"))
+    assert not any("readout" in k or "patches" in k for k in read)
+    monkeypatch.setitem(RECIPES, "frozen-readout", dataclasses.replace(RECIPES["smoke"], readout=1.0))
+    assert train("lm", "--recipe", "frozen-readout", "--out", str(out / "bad"), *inputs) == 2
+    assert "a read-out needs the vision encoder trained along" in capsys.readouterr().err
+
+
 def test_batches_drawn_ahead_by_worker_processes_train_the_same_weights(tmp_path):
     assert train("vision", "--recipe", "smoke", "--out", str(tmp_path / "here")) == 0
     assert train("vision", "--recipe", "smoke", "--out", str(tmp_path / "ahead"), "--workers", "2") == 0
