@@ -5,6 +5,7 @@ occurs once), so every question has exactly one correct answer.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,11 +74,16 @@ def questions(scene: Scene) -> list[Turn]:
     return turns
 
 
-def draw_turn(scene: Scene, rng: np.random.Generator) -> Turn:
-    """One question for the scene: intents drawn evenly, then a phrasing."""
+def draw_turn(scene: Scene, rng: np.random.Generator, weights: Mapping[str, float] | None = None) -> Turn:
+    """One question for the scene: an intent (evenly, or in proportion to `weights`, 1 where unnamed), then a
+    phrasing. Held-out sets keep the even draw; a recipe may weight up the intents it answers worst."""
     turns = questions(scene)
     intents = sorted({t.intent for t in turns})
-    intent = intents[int(rng.integers(len(intents)))]
+    if weights:
+        p = np.array([weights.get(i, 1.0) for i in intents])
+        intent = intents[int(rng.choice(len(intents), p=p / p.sum()))]
+    else:
+        intent = intents[int(rng.integers(len(intents)))]
     choices = [t for t in turns if t.intent == intent]
     return choices[int(rng.integers(len(choices)))]
 

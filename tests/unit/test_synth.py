@@ -52,6 +52,19 @@ def test_every_question_has_one_answer_that_follows_from_the_scene():
     assert {t.answer for t in questions(same) if t.question == "where is the green one"} == {"the green one is at the bottom"}
 
 
+def test_intent_weights_shift_the_draw_and_none_keeps_it_even():
+    def shares(weights):
+        rng = np.random.default_rng(3)
+        one = Scene((Item("circle", "red", 0, 1, 0, 0, 0.3, 0),), ((90, 90, 90), (90, 90, 90)), 3.0, (0.0, 0.0))
+        drawn = [draw_turn(one, rng, weights).intent for _ in range(4000)]
+        return {i: drawn.count(i) / len(drawn) for i in set(drawn)}
+
+    even, weighted = shares(None), shares({"where": 3.0, "shape": 2.0})
+    assert len(even) == 9 and all(abs(p - 1 / 9) < 0.025 for p in even.values())
+    assert abs(weighted["where"] - 3 / 12) < 0.03 and abs(weighted["shape"] - 2 / 12) < 0.03
+    assert abs(weighted["greet"] - 1 / 12) < 0.02
+
+
 def test_vocabulary_covers_questions_and_answers():
     sentences = vocabulary()
     assert "what shape is the purple one" in sentences and "the purple one is a triangle" in sentences

@@ -288,6 +288,25 @@ def test_every_run_gives_the_assistant_the_same_codes(tmp_path):
     assert not torch.equal(a.examples(range(1))["frames"], b.examples(range(1))["frames"])
 
 
+def test_a_recipe_weights_up_the_questions_it_names(tmp_path):
+    """"tiny-scenes" asks "where" three times as often as a social question; its dialogues are cached apart."""
+    from assistant.train.lm import RECIPES, RenderJob, train_tokenizer
+    from assistant.weights import BUNDLED
+
+    train_tokenizer(tmp_path / "tokenizer.model")
+    recipe = RECIPES["tiny-scenes"]
+
+    def places(intents):
+        job = RenderJob(BUNDLED / "codec.safetensors", tmp_path / "tokenizer.model", recipe.config, recipe.frames,
+                        56, 0, "cpu", recipe.voices, intents)
+        renderer = job.renderer()
+        said = [renderer.layout(np.random.default_rng([0, i]))[3] for i in range(120)]
+        return sum(bool({"left", "right", "top", "bottom", "middle"} & set(words)) for words in said)
+
+    even, weighted = places(()), places(recipe.intents)
+    assert even >= 5 and weighted >= 1.6 * even, (even, weighted)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 def test_a_run_on_the_gpu_resumes(tmp_path):
     out = tmp_path / "gpu"
