@@ -18,6 +18,7 @@ SOCIAL = {
     "thanks": (("thank you", "thanks a lot", "thank you very much"), "you are welcome"),
     "bye": (("goodbye", "bye bye", "see you later"), "goodbye"),
 }
+INTENTS = (*SOCIAL, "see", "count", "colour", "shape", "where")
 SEE = ("what do you see", "what can you see", "what is in front of you", "describe what you see")
 COUNT = ("how many shapes are there", "how many shapes do you see", "how many things can you see")
 
@@ -77,6 +78,8 @@ def questions(scene: Scene) -> list[Turn]:
 def draw_turn(scene: Scene, rng: np.random.Generator, weights: Mapping[str, float] | None = None) -> Turn:
     """One question for the scene: an intent (evenly, or in proportion to `weights`, 1 where unnamed), then a
     phrasing. Held-out sets keep the even draw; a recipe may weight up the intents it answers worst."""
+    if weights and (unknown := set(weights) - set(INTENTS)):
+        raise ValueError(f"unknown intents {sorted(unknown)}: the grammar has {', '.join(INTENTS)}")
     turns = questions(scene)
     intents = sorted({t.intent for t in turns})
     if weights:

@@ -291,8 +291,9 @@ def _render_in_worker(job: RenderJob, start: int, count: int, path: Path) -> Non
 
 def dialogues(recipe: LMRecipe, job: RenderJob, out: Path, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The run's dialogues (frames, packed pixels), cached in `out` in shards named by the layout, seed, codec
-    that encoded them, users' voices, intents' weights (if any) and the pixels' size. Under torchrun each process renders its share of
-    the missing shards, with `workers` processes of its own (0: in this process), then all load them."""
+    that encoded them, users' voices, intents' weights (if any) and the pixels' size. Under torchrun each
+    process renders its share of the missing shards, with `workers` processes of its own (0: in this
+    process), then all load them."""
     key = f"{fingerprint(job.codec)}-v{zlib.crc32(' '.join(job.voices).encode()):08x}"
     if job.intents:
         key += f"-i{zlib.crc32(repr(job.intents).encode()):08x}"

@@ -63,6 +63,8 @@ def test_intent_weights_shift_the_draw_and_none_keeps_it_even():
     assert len(even) == 9 and all(abs(p - 1 / 9) < 0.025 for p in even.values())
     assert abs(weighted["where"] - 3 / 12) < 0.03 and abs(weighted["shape"] - 2 / 12) < 0.03
     assert abs(weighted["greet"] - 1 / 12) < 0.02
+    with pytest.raises(ValueError, match="unknown intents \\['were'\\]"):
+        shares({"were": 3.0})
 
 
 def test_vocabulary_covers_questions_and_answers():
