@@ -290,21 +290,25 @@ def test_every_run_gives_the_assistant_the_same_codes(tmp_path):
 
 def test_a_recipe_weights_up_the_questions_it_names(tmp_path):
     """"tiny-scenes" asks "where" three times as often as a social question; its dialogues are cached apart."""
-    from assistant.train.lm import RECIPES, RenderJob, train_tokenizer
+    from assistant.train.lm import RECIPES, RenderJob, dialogues, train_tokenizer
     from assistant.weights import BUNDLED
 
     train_tokenizer(tmp_path / "tokenizer.model")
     recipe = RECIPES["tiny-scenes"]
+    even, weighted = (RenderJob(BUNDLED / "codec.safetensors", tmp_path / "tokenizer.model", recipe.config,
+                                recipe.frames, 56, 0, "cpu", recipe.voices, intents) for intents in ((), recipe.intents))
 
-    def places(intents):
-        job = RenderJob(BUNDLED / "codec.safetensors", tmp_path / "tokenizer.model", recipe.config, recipe.frames,
-                        56, 0, "cpu", recipe.voices, intents)
+    def places(job):
         renderer = job.renderer()
         said = [renderer.layout(np.random.default_rng([0, i]))[3] for i in range(120)]
         return sum(bool({"left", "right", "top", "bottom", "middle"} & set(words)) for words in said)
 
-    even, weighted = places(()), places(recipe.intents)
-    assert even >= 5 and weighted >= 1.6 * even, (even, weighted)
+    drawn_evenly, drawn_weighted = places(even), places(weighted)
+    assert drawn_evenly >= 5 and drawn_weighted >= 1.6 * drawn_evenly, (drawn_evenly, drawn_weighted)
+    one = dataclasses.replace(recipe, examples=1)
+    for job in (even, weighted):
+        dialogues(one, job, tmp_path)
+    assert len(list(tmp_path.glob("lm-*.pt"))) == 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
