@@ -39,7 +39,7 @@ from ..model.tokenizer import TextTokenizer
 from ..progress import progress
 from ..synth.dialogue import draw_turn, vocabulary
 from ..synth.scenes import Scene
-from ..synth.speech import ASSISTANT, MORE_VOICES, TRAIN_VOICES, Voice, dither, espeak, room
+from ..synth.speech import ASSISTANT, MORE_VOICES, TRAIN_VOICES, Voice, dither, espeak, room, warp
 from .loop import Schedule, Stage, unwrap
 from .vision import PatchReadout, labelled_scenes, scene_pixels
 
@@ -61,6 +61,7 @@ class LMRecipe:
     readout: float = 0.0
     readout_scenes: int = 8
     intents: tuple[tuple[str, float], ...] = ()  # (intent, weight) to draw the questions unevenly: `draw_turn`
+    warp: float = 0.0  # each question played up to this much slower or faster (`synth.speech.warp`); 0: as rendered
 
 
 RECIPES = {
@@ -96,6 +97,12 @@ RECIPES = {
 # 79.8% -> 84.3% of 1 000 held-out questions, "where" 62%; docs/training.md).
 RECIPES["tiny-scenes"] = dataclasses.replace(RECIPES["tiny-readout"],
                                              intents=(("where", 3.0), ("shape", 2.0), ("colour", 2.0)))
+# "tiny-scenes" with the voices warped and the questions re-weighted from 3p's misses on 1 000 held-out cases:
+# most were heard wrong (Scottish and Lancaster voices' "goodbye" answered as a greeting, "where is the star" as
+# thanks), so every voice is played up to 12% slower or faster; "where" (62% right) stays at three, "bye" (77%)
+# goes to two, the other intents under 90% to one and a half.
+RECIPES["tiny-warp"] = dataclasses.replace(RECIPES["tiny-readout"], warp=0.12, intents=(
+    ("where", 3.0), ("bye", 2.0), ("greet", 1.5), ("see", 1.5), ("shape", 1.5), ("colour", 1.5)))
 RECIPES["smoke-vision"] = dataclasses.replace(RECIPES["smoke"], voices=MORE_VOICES, tune_vision=True)
 RECIPES["smoke-readout"] = dataclasses.replace(RECIPES["smoke-vision"], readout=1.0, readout_scenes=2)
 
@@ -145,10 +152,10 @@ class Renderer:
 
     def __init__(self, codec: MimiCodec, tokenizer: TextTokenizer, cfg: LMConfig, frames: int, image_size: int,
                  seed: int = 0, device: torch.device = torch.device("cpu"), voices: tuple[str, ...] = TRAIN_VOICES,
-                 intents: tuple[tuple[str, float], ...] = ()):
+                 intents: tuple[tuple[str, float], ...] = (), warp: float = 0.0):
         self.codec, self.tokenizer, self.cfg, self.frames = codec.to(device), tokenizer, cfg, frames
         self.image_size, self.seed, self.device, self.voices = image_size, seed, device, voices
-        self.intents = dict(intents)
+        self.intents, self.warp = dict(intents), warp
         self.sr, self.frame = codec.cfg.sample_rate, codec.cfg.frame_size
         quiet = np.random.default_rng([ASSISTANT_SEED, 5])
         self.silence = self._encode([torch.zeros(SILENCE_SECONDS * self.sr)], quiet, lead=0)[0]
@@ -186,7 +193,10 @@ class Renderer:
         first frame."""
         scene = Scene.draw(rng)
         turn = draw_turn(scene, rng, self.intents)
-        question = room(espeak(turn.question, Voice.draw(rng, self.voices), self.sr), rng, self.sr)
+        question = espeak(turn.question, Voice.draw(rng, self.voices), self.sr)
+        if self.warp:  # drawn only then: unwarped recipes render the dialogues they always rendered
+            question = warp(question, rng, self.warp, self.sr)
+        question = room(question, rng, self.sr)
         first = int(rng.uniform(0.3, 2.0) / (self.frame / self.sr))
         question = question[: (self.frames - first) * self.frame]
         at = first + -(-len(question) // self.frame) + ANSWER_PAUSE  # the answer's first frame
@@ -271,10 +281,11 @@ class RenderJob:
     device: str
     voices: tuple[str, ...] = TRAIN_VOICES
     intents: tuple[tuple[str, float], ...] = ()
+    warp: float = 0.0
 
     def renderer(self) -> Renderer:
         return Renderer(load_codec(self.codec).eval(), TextTokenizer(self.tokenizer), self.config, self.frames,
-                        self.image_size, self.seed, torch.device(self.device), self.voices, self.intents)
+                        self.image_size, self.seed, torch.device(self.device), self.voices, self.intents, self.warp)
 
 
 _worker_renderer: Renderer | None = None
@@ -290,12 +301,14 @@ def _render_in_worker(job: RenderJob, start: int, count: int, path: Path) -> Non
 
 def dialogues(recipe: LMRecipe, job: RenderJob, out: Path, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The run's dialogues (frames, packed pixels), cached in `out` in shards named by the layout, seed, codec
-    that encoded them, users' voices, intents' weights (if any) and the pixels' size. Under torchrun each
+    that encoded them, users' voices, intents' weights and warp (if any) and the pixels' size. Under torchrun each
     process renders its share of the missing shards, with `workers` processes of its own (0: in this
     process), then all load them."""
     key = f"{fingerprint(job.codec)}-v{zlib.crc32(' '.join(job.voices).encode()):08x}"
     if job.intents:
         key += f"-i{zlib.crc32(repr(job.intents).encode()):08x}"
+    if job.warp:
+        key += f"-w{job.warp:g}"
     starts = range(0, recipe.examples, SHARD)
     paths = [out / f"lm-{LAYOUT}-{job.seed}-{key}-{job.image_size}px-{s}-{min(SHARD, recipe.examples - s)}.pt"
              for s in starts]
@@ -375,7 +388,7 @@ def stage(recipe_name: str, seed: int, out: Path, codec: Path, vision: Path, ini
         raise ValueError(f"recipe {recipe_name!r}: a read-out needs the vision encoder trained along (tune_vision)")
     train_tokenizer(out / "tokenizer.model")
     job = RenderJob(codec, out / "tokenizer.model", recipe.config, recipe.frames, encoder.cfg.image_size, seed,
-                    str(device), recipe.voices, recipe.intents)
+                    str(device), recipe.voices, recipe.intents, recipe.warp)
     frames, pixels = dialogues(recipe, job, out, workers)
 
     def batch(step: int, rank: int) -> LMBatch:

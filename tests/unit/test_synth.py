@@ -9,7 +9,7 @@ import torch
 
 from assistant.synth.dialogue import describe, draw_turn, questions, vocabulary
 from assistant.synth.scenes import COLOURS, Item, Scene
-from assistant.synth.speech import ASSISTANT, HELD_OUT_VOICES, MORE_VOICES, TRAIN_VOICES, Voice, espeak, room
+from assistant.synth.speech import ASSISTANT, HELD_OUT_VOICES, MORE_VOICES, TRAIN_VOICES, Voice, espeak, room, warp
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
@@ -99,3 +99,20 @@ def test_espeak_renders_speech_at_the_asked_rate_and_room_keeps_its_length():
     wet = room(long, rng, 16_000)
     assert wet.shape == long.shape and torch.isfinite(wet).all()
     assert not torch.allclose(wet / wet.abs().max(), long / long.abs().max(), atol=1e-2)
+
+
+def test_warp_moves_pitch_and_pace_together():
+    """A warped tone is longer by the factor it is lower by: one resampling, played at the same rate."""
+    rate, seconds = 16_000, 1.0
+    tone = torch.sin(2 * torch.pi * 200 * torch.arange(int(rate * seconds)) / rate)
+    factors = []
+    for seed in range(6):
+        out = warp(tone, np.random.default_rng(seed), 0.12, rate)
+        factor = len(out) / len(tone)
+        peak = np.argmax(np.abs(np.fft.rfft(out.numpy()))) * rate / len(out)
+        assert 0.87 < factor < 1.13 and abs(peak * factor - 200) < 3, (factor, peak)
+        factors.append(factor)
+    assert max(factors) - min(factors) > 0.03
+    assert torch.equal(warp(tone, np.random.default_rng(0), 0.0, rate), tone)
+    with pytest.raises(ValueError, match="spread"):
+        warp(tone, np.random.default_rng(0), 0.5, rate)

@@ -311,6 +311,26 @@ def test_a_recipe_weights_up_the_questions_it_names(tmp_path):
     assert len(list(tmp_path.glob("lm-*.pt"))) == 2
 
 
+def test_a_warping_recipe_plays_the_same_questions_slower_or_faster(tmp_path):
+    """"tiny-warp" draws each turn's question and voice as before, then warps it; its dialogues are cached apart."""
+    from assistant.train.lm import RECIPES, RenderJob, dialogues, train_tokenizer
+    from assistant.weights import BUNDLED
+
+    train_tokenizer(tmp_path / "tokenizer.model")
+    recipe = RECIPES["tiny-warp"]
+    plain, warped = (RenderJob(BUNDLED / "codec.safetensors", tmp_path / "tokenizer.model", recipe.config,
+                               recipe.frames, 56, 0, "cpu", recipe.voices, recipe.intents, spread)
+                     for spread in (0.0, recipe.warp))
+    rendered = [[job.renderer().layout(np.random.default_rng([0, i])) for i in range(8)] for job in (plain, warped)]
+    ratios = [len(w[1]) / len(p[1]) for p, w in zip(*rendered)]
+    assert all(p[3] == w[3] for p, w in zip(*rendered))  # the same answers: the same turns were drawn
+    assert all(0.86 < r < 1.14 for r in ratios) and max(ratios) - min(ratios) > 0.03, ratios
+    one = dataclasses.replace(recipe, examples=1)
+    for job in (plain, warped):
+        dialogues(one, job, tmp_path)
+    assert len(list(tmp_path.glob("lm-*.pt"))) == 2
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 def test_a_run_on_the_gpu_resumes(tmp_path):
     out = tmp_path / "gpu"
