@@ -288,15 +288,30 @@ def test_every_run_gives_the_assistant_the_same_codes(tmp_path):
     assert not torch.equal(a.examples(range(1))["frames"], b.examples(range(1))["frames"])
 
 
-def test_a_recipe_weights_up_the_questions_it_names(tmp_path):
-    """"tiny-scenes" asks "where" three times as often as a social question; its dialogues are cached apart."""
-    from assistant.train.lm import RECIPES, RenderJob, dialogues, train_tokenizer
+def recipe_job(recipe_name: str, tmp_path: Path):
+    """A 56 px render job on the bundled codec with every field the recipe sets, as `stage` builds it."""
+    from assistant.train.lm import RECIPES, RenderJob, train_tokenizer
     from assistant.weights import BUNDLED
 
     train_tokenizer(tmp_path / "tokenizer.model")
-    recipe = RECIPES["tiny-scenes"]
-    even, weighted = (RenderJob(BUNDLED / "codec.safetensors", tmp_path / "tokenizer.model", recipe.config,
-                                recipe.frames, 56, 0, "cpu", recipe.voices, intents) for intents in ((), recipe.intents))
+    recipe = RECIPES[recipe_name]
+    return recipe, RenderJob(BUNDLED / "codec.safetensors", tmp_path / "tokenizer.model", recipe.config,
+                             recipe.frames, 56, 0, "cpu", recipe.voices, recipe.intents, recipe.warp)
+
+
+def assert_cached_apart(recipe, jobs, tmp_path: Path) -> None:
+    from assistant.train.lm import dialogues
+
+    one = dataclasses.replace(recipe, examples=1)
+    for job in jobs:
+        dialogues(one, job, tmp_path)
+    assert len(list(tmp_path.glob("lm-*.pt"))) == len(jobs)
+
+
+def test_a_recipe_weights_up_the_questions_it_names(tmp_path):
+    """"tiny-scenes" asks "where" three times as often as a social question; its dialogues are cached apart."""
+    recipe, weighted = recipe_job("tiny-scenes", tmp_path)
+    even = dataclasses.replace(weighted, intents=())
 
     def places(job):
         renderer = job.renderer()
@@ -305,30 +320,19 @@ def test_a_recipe_weights_up_the_questions_it_names(tmp_path):
 
     drawn_evenly, drawn_weighted = places(even), places(weighted)
     assert drawn_evenly >= 5 and drawn_weighted >= 1.6 * drawn_evenly, (drawn_evenly, drawn_weighted)
-    one = dataclasses.replace(recipe, examples=1)
-    for job in (even, weighted):
-        dialogues(one, job, tmp_path)
-    assert len(list(tmp_path.glob("lm-*.pt"))) == 2
+    assert_cached_apart(recipe, (even, weighted), tmp_path)
 
 
 def test_a_warping_recipe_plays_the_same_questions_slower_or_faster(tmp_path):
     """"tiny-warp" draws each turn's question and voice as before, then warps it; its dialogues are cached apart."""
-    from assistant.train.lm import RECIPES, RenderJob, dialogues, train_tokenizer
-    from assistant.weights import BUNDLED
-
-    train_tokenizer(tmp_path / "tokenizer.model")
-    recipe = RECIPES["tiny-warp"]
-    plain, warped = (RenderJob(BUNDLED / "codec.safetensors", tmp_path / "tokenizer.model", recipe.config,
-                               recipe.frames, 56, 0, "cpu", recipe.voices, recipe.intents, spread)
-                     for spread in (0.0, recipe.warp))
-    rendered = [[job.renderer().layout(np.random.default_rng([0, i])) for i in range(8)] for job in (plain, warped)]
+    recipe, warped = recipe_job("tiny-warp", tmp_path)
+    plain = dataclasses.replace(warped, warp=0.0)
+    rendered = [[r.layout(np.random.default_rng([0, i])) for i in range(8)]
+                for r in (plain.renderer(), warped.renderer())]
     ratios = [len(w[1]) / len(p[1]) for p, w in zip(*rendered)]
     assert all(p[3] == w[3] for p, w in zip(*rendered))  # the same answers: the same turns were drawn
     assert all(0.86 < r < 1.14 for r in ratios) and max(ratios) - min(ratios) > 0.03, ratios
-    one = dataclasses.replace(recipe, examples=1)
-    for job in (plain, warped):
-        dialogues(one, job, tmp_path)
-    assert len(list(tmp_path.glob("lm-*.pt"))) == 2
+    assert_cached_apart(recipe, (plain, warped), tmp_path)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
