@@ -283,6 +283,13 @@ class RenderJob:
     intents: tuple[tuple[str, float], ...] = ()
     warp: float = 0.0
 
+    @classmethod
+    def of(cls, recipe: LMRecipe, codec: Path, tokenizer: Path, image_size: int, seed: int,
+           device: str = "cpu") -> RenderJob:
+        """The job for `recipe`'s dialogues, so the training stage and the tests build it the same way."""
+        return cls(codec, tokenizer, recipe.config, recipe.frames, image_size, seed, device, recipe.voices,
+                   recipe.intents, recipe.warp)
+
     def renderer(self) -> Renderer:
         return Renderer(load_codec(self.codec).eval(), TextTokenizer(self.tokenizer), self.config, self.frames,
                         self.image_size, self.seed, torch.device(self.device), self.voices, self.intents, self.warp)
@@ -387,8 +394,7 @@ def stage(recipe_name: str, seed: int, out: Path, codec: Path, vision: Path, ini
     if recipe.readout and not recipe.tune_vision:
         raise ValueError(f"recipe {recipe_name!r}: a read-out needs the vision encoder trained along (tune_vision)")
     train_tokenizer(out / "tokenizer.model")
-    job = RenderJob(codec, out / "tokenizer.model", recipe.config, recipe.frames, encoder.cfg.image_size, seed,
-                    str(device), recipe.voices, recipe.intents, recipe.warp)
+    job = RenderJob.of(recipe, codec, out / "tokenizer.model", encoder.cfg.image_size, seed, str(device))
     frames, pixels = dialogues(recipe, job, out, workers)
 
     def batch(step: int, rank: int) -> LMBatch:

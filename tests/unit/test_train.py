@@ -295,8 +295,7 @@ def recipe_job(recipe_name: str, tmp_path: Path):
 
     train_tokenizer(tmp_path / "tokenizer.model")
     recipe = RECIPES[recipe_name]
-    return recipe, RenderJob(BUNDLED / "codec.safetensors", tmp_path / "tokenizer.model", recipe.config,
-                             recipe.frames, 56, 0, "cpu", recipe.voices, recipe.intents, recipe.warp)
+    return recipe, RenderJob.of(recipe, BUNDLED / "codec.safetensors", tmp_path / "tokenizer.model", 56, 0)
 
 
 def assert_cached_apart(recipe, jobs, tmp_path: Path) -> None:
