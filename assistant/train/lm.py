@@ -39,7 +39,7 @@ from ..model.tokenizer import TextTokenizer
 from ..progress import progress
 from ..synth.dialogue import draw_turn, vocabulary
 from ..synth.scenes import Scene
-from ..synth.speech import ASSISTANT, MORE_VOICES, TRAIN_VOICES, Voice, dither, espeak, room, warp
+from ..synth.speech import ASSISTANT, MORE_VOICES, TRAIN_VOICES, Voice, dither, espeak, room, voiceless_wh, warp
 from .loop import Schedule, Stage, unwrap
 from .vision import PatchReadout, labelled_scenes, scene_pixels
 
@@ -62,6 +62,7 @@ class LMRecipe:
     readout_scenes: int = 8
     intents: tuple[tuple[str, float], ...] = ()  # (intent, weight) to draw the questions unevenly: `draw_turn`
     warp: float = 0.0  # each question played up to this much slower or faster (`synth.speech.warp`); 0: as rendered
+    wh: float = 0.0  # the share of questions whose wh-words start voiceless ("hw": `synth.speech.voiceless_wh`)
 
 
 RECIPES = {
@@ -105,6 +106,11 @@ RECIPES["tiny-scenes"] = dataclasses.replace(RECIPES["tiny-readout"],
 # mean of 3t and one more round of each (3w) 89.4%, and with a further "tiny-scenes" round in the mean (3y) 89.9%.
 RECIPES["tiny-warp"] = dataclasses.replace(RECIPES["tiny-readout"], warp=0.12, intents=(
     ("where", 3.0), ("bye", 2.0), ("greet", 1.5), ("see", 1.5), ("shape", 1.5), ("colour", 1.5)))
+# "tiny-scenes" with half the questions' "where", "what" and "which" said with a voiceless "hw" onset: 3y's misses
+# on 1 000 held-out cases were mostly questions heard wrong, and most of those in the Scottish voices, whose
+# espeak accent says "wh" so and no training accent does ("where" 59% right in them, 94% in the other held-out
+# accent). The onset is spelt in each training voice's own phonemes; held-out voices stay out.
+RECIPES["tiny-wh"] = dataclasses.replace(RECIPES["tiny-scenes"], wh=0.5)
 RECIPES["smoke-vision"] = dataclasses.replace(RECIPES["smoke"], voices=MORE_VOICES, tune_vision=True)
 RECIPES["smoke-readout"] = dataclasses.replace(RECIPES["smoke-vision"], readout=1.0, readout_scenes=2)
 
@@ -154,10 +160,10 @@ class Renderer:
 
     def __init__(self, codec: MimiCodec, tokenizer: TextTokenizer, cfg: LMConfig, frames: int, image_size: int,
                  seed: int = 0, device: torch.device = torch.device("cpu"), voices: tuple[str, ...] = TRAIN_VOICES,
-                 intents: tuple[tuple[str, float], ...] = (), warp: float = 0.0):
+                 intents: tuple[tuple[str, float], ...] = (), warp: float = 0.0, wh: float = 0.0):
         self.codec, self.tokenizer, self.cfg, self.frames = codec.to(device), tokenizer, cfg, frames
         self.image_size, self.seed, self.device, self.voices = image_size, seed, device, voices
-        self.intents, self.warp = dict(intents), warp
+        self.intents, self.warp, self.wh = dict(intents), warp, wh
         self.sr, self.frame = codec.cfg.sample_rate, codec.cfg.frame_size
         quiet = np.random.default_rng([ASSISTANT_SEED, 5])
         self.silence = self._encode([torch.zeros(SILENCE_SECONDS * self.sr)], quiet, lead=0)[0]
@@ -195,7 +201,11 @@ class Renderer:
         first frame."""
         scene = Scene.draw(rng)
         turn = draw_turn(scene, rng, self.intents)
-        question = espeak(turn.question, Voice.draw(rng, self.voices), self.sr)
+        voice = Voice.draw(rng, self.voices)
+        said = turn.question  # drawn only when asked for, so the other recipes render the dialogues they always did
+        if self.wh and rng.random() < self.wh:
+            said = voiceless_wh(said, voice.name)
+        question = espeak(said, voice, self.sr)
         if self.warp:  # drawn only then: unwarped recipes render the dialogues they always rendered
             question = warp(question, rng, self.warp, self.sr)
         question = room(question, rng, self.sr)
@@ -284,17 +294,19 @@ class RenderJob:
     voices: tuple[str, ...] = TRAIN_VOICES
     intents: tuple[tuple[str, float], ...] = ()
     warp: float = 0.0
+    wh: float = 0.0
 
     @classmethod
     def of(cls, recipe: LMRecipe, codec: Path, tokenizer: Path, image_size: int, seed: int,
            device: str = "cpu") -> RenderJob:
         """The job for `recipe`'s dialogues, so the training stage and the tests build it the same way."""
         return cls(codec, tokenizer, recipe.config, recipe.frames, image_size, seed, device, recipe.voices,
-                   recipe.intents, recipe.warp)
+                   recipe.intents, recipe.warp, recipe.wh)
 
     def renderer(self) -> Renderer:
         return Renderer(load_codec(self.codec).eval(), TextTokenizer(self.tokenizer), self.config, self.frames,
-                        self.image_size, self.seed, torch.device(self.device), self.voices, self.intents, self.warp)
+                        self.image_size, self.seed, torch.device(self.device), self.voices, self.intents, self.warp,
+                        self.wh)
 
 
 _worker_renderer: Renderer | None = None
@@ -310,7 +322,7 @@ def _render_in_worker(job: RenderJob, start: int, count: int, path: Path) -> Non
 
 def dialogues(recipe: LMRecipe, job: RenderJob, out: Path, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The run's dialogues (frames, packed pixels), cached in `out` in shards named by the layout, seed, codec
-    that encoded them, users' voices, intents' weights and warp (if any) and the pixels' size. Under torchrun each
+    that encoded them, users' voices, intents' weights, warp and wh (if any) and the pixels' size. Under torchrun each
     process renders its share of the missing shards, with `workers` processes of its own (0: in this
     process), then all load them."""
     key = f"{fingerprint(job.codec)}-v{zlib.crc32(' '.join(job.voices).encode()):08x}"
@@ -318,6 +330,8 @@ def dialogues(recipe: LMRecipe, job: RenderJob, out: Path, workers: int = 0) -> 
         key += f"-i{zlib.crc32(repr(job.intents).encode()):08x}"
     if job.warp:
         key += f"-w{job.warp:g}"
+    if job.wh:
+        key += f"-h{job.wh:g}"
     starts = range(0, recipe.examples, SHARD)
     paths = [out / f"lm-{LAYOUT}-{job.seed}-{key}-{job.image_size}px-{s}-{min(SHARD, recipe.examples - s)}.pt"
              for s in starts]

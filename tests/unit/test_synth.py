@@ -9,7 +9,8 @@ import torch
 
 from assistant.synth.dialogue import describe, draw_turn, questions, vocabulary
 from assistant.synth.scenes import COLOURS, Item, Scene
-from assistant.synth.speech import ASSISTANT, HELD_OUT_VOICES, MORE_VOICES, TRAIN_VOICES, Voice, espeak, room, warp
+from assistant.synth.speech import (ASSISTANT, HELD_OUT_VOICES, MORE_VOICES, TRAIN_VOICES, Voice, espeak, room,
+                                    voiceless_wh, warp)
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
@@ -99,6 +100,20 @@ def test_espeak_renders_speech_at_the_asked_rate_and_room_keeps_its_length():
     wet = room(long, rng, 16_000)
     assert wet.shape == long.shape and torch.isfinite(wet).all()
     assert not torch.allclose(wet / wet.abs().max(), long / long.abs().max(), atol=1e-2)
+
+
+@needs_espeak
+def test_voiceless_wh_starts_wh_words_with_a_quiet_fricative():
+    """ "where" said "hw": the voice's own phonemes with espeak's voiceless w, whose first 50 ms are far quieter
+    than the voiced w it replaces; other words are left as text."""
+    for voice in ("en-us+m1", "en-gb+f2"):
+        spelt = voiceless_wh("where is the red one", voice)
+        assert spelt.startswith("[[w#") and spelt.endswith("]] is the red one"), spelt
+        plain, hw = (espeak(t, Voice(voice), 16_000) for t in ("where is the red one", spelt))
+        onset = [float(w[:800].abs().mean()) for w in (plain, hw)]
+        assert onset[1] < onset[0] / 3, (voice, onset)
+    assert voiceless_wh("thank you very much", "en-us+m1") == "thank you very much"
+    assert voiceless_wh("which colour is the shape", "en-029+klatt").startswith("[[w#")
 
 
 def test_warp_moves_pitch_and_pace_together():

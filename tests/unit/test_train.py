@@ -334,6 +334,17 @@ def test_a_warping_recipe_plays_the_same_questions_slower_or_faster(tmp_path):
     assert_cached_apart(recipe, (plain, warped), tmp_path)
 
 
+def test_a_wh_recipe_asks_the_same_questions_some_with_a_voiceless_wh(tmp_path):
+    """"tiny-wh" draws each turn and voice as "tiny-scenes" does, then says some questions' "wh" as "hw"; its
+    dialogues are cached apart."""
+    recipe, hw = recipe_job("tiny-wh", tmp_path)
+    plain = dataclasses.replace(hw, wh=0.0)
+    rendered = [[r.layout(np.random.default_rng([0, i])) for i in range(8)] for r in (plain.renderer(), hw.renderer())]
+    assert all(p[3] == w[3] for p, w in zip(*rendered))  # the same answers: the same turns were drawn
+    assert sum(len(p[1]) != len(w[1]) for p, w in zip(*rendered)) >= 2  # some said otherwise
+    assert_cached_apart(recipe, (plain, hw), tmp_path)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 def test_a_run_on_the_gpu_resumes(tmp_path):
     out = tmp_path / "gpu"
