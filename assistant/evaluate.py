@@ -88,6 +88,7 @@ class Case:
     speech_end: float  # seconds into `audio` where the question ends
     image: np.ndarray  # BGR camera frame
     rate: int
+    voice: str  # the held-out espeak voice that asks
 
 
 HELD_OUT_SEED = 20_261_123  # the cases the tests and the documented figures use
@@ -99,9 +100,10 @@ def held_out_cases(count: int, seed: int = HELD_OUT_SEED, rate: int = RATE, imag
     for _ in range(count):
         scene = Scene.draw(rng)
         turn = draw_turn(scene, rng)
-        speech = room(espeak(turn.question, Voice.draw(rng, HELD_OUT_VOICES), rate), rng, rate)
+        voice = Voice.draw(rng, HELD_OUT_VOICES)
+        speech = room(espeak(turn.question, voice, rate), rng, rate)
         audio = dither(torch.cat([torch.zeros(rate // 2), speech]), rng).numpy()
-        cases.append(Case(scene, turn, audio, len(audio) / rate, scene.render(image_size, rng), rate))
+        cases.append(Case(scene, turn, audio, len(audio) / rate, scene.render(image_size, rng), rate, voice.name))
     return cases
 
 

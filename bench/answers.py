@@ -47,13 +47,18 @@ def main() -> None:
     cases = held_out_cases(args.cases, args.seed)
     results = answer_cases(engine, cases, LISTEN, args.batch)
     by_intent: dict[str, list[bool]] = defaultdict(list)
+    by_accent: dict[str, list[bool]] = defaultdict(list)
     for case, (_, text) in zip(cases, results):
-        by_intent[case.turn.intent].append(answer_correct(case.turn.answer, text))
+        ok = answer_correct(case.turn.answer, text)
+        by_intent[case.turn.intent].append(ok)
+        by_accent[case.voice.split("+")[0]].append(ok)
     correct = [ok for oks in by_intent.values() for ok in oks]
     print(f"model {args.model}: {len(cases)} held-out cases (seed {args.seed}); "
           f"captions correct {100 * np.mean(correct):.1f}%")
     for intent, oks in sorted(by_intent.items()):
         print(f"  {intent:<7} {100 * np.mean(oks):5.1f}% of {len(oks)}")
+    for accent, oks in sorted(by_accent.items()):  # misheard questions gather in one accent or another
+        print(f"  asked in {accent}: {100 * np.mean(oks):5.1f}% of {len(oks)}")
     for case, (_, text) in list(zip(cases, results))[:8]:
         print(f"  asked {case.turn.question!r}: expected {case.turn.answer!r}, captioned {text!r}")
     if args.no_speech:

@@ -11,7 +11,7 @@ import torch
 from assistant.commands.serve import build_engine
 from assistant.evaluate import Recognizer, answer_cases, answer_correct, held_out_cases, round_trip, word_error_rate
 from assistant.synth.dialogue import vocabulary
-from assistant.synth.speech import ASSISTANT, dither, espeak
+from assistant.synth.speech import ASSISTANT, HELD_OUT_VOICES, dither, espeak
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 CASES = 200
@@ -37,6 +37,7 @@ def answered():
 
 def test_captions_answer_held_out_questions(answered):
     _, cases, results = answered
+    assert {c.voice for c in cases} == set(HELD_OUT_VOICES)  # every held-out voice asks, and only they do
     correct = [answer_correct(c.turn.answer, text) for c, (_, text) in zip(cases, results)]
     for c, (_, text) in list(zip(cases, results))[:10]:
         print(f"{c.turn.question!r} -> {text!r} (expected {c.turn.answer!r})")
