@@ -17,9 +17,9 @@ pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espea
 CASES = 200
 LISTEN = 4.0
 # Floors under what the shipped model measured (docs/benchmarks.md), so a regression fails. The accuracy
-# floor is well below what it measured (91.5%; the target is 90%, chance a few %): see README.
+# floor is well below what it measured (90.5%; the target is 90%, chance a few %): see README.
 MIN_ACCURACY = 0.8
-MAX_WER_GAP = 0.10  # points of recognizer WER above espeak's own rendering (measured 6.6)
+MAX_WER_GAP = 0.10  # points of recognizer WER above espeak's own rendering (measured 7.9)
 MAX_CODEC_WER_GAP = 0.05  # measured: no worse than the clean speech
 
 
