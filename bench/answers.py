@@ -1,6 +1,7 @@
 """The bundled model on held-out cases (scenes and voices never used in training), run through the same
-code as `tutti ask`: how often the caption gives the right answer, how intelligible the spoken answer is
-(recognizer WER of the spoken answer against its own caption, beside espeak's rendering of the captions), and how soon the answer starts.
+code as `tutti ask`: how often the caption gives the right answer (per intent and per held-out accent), how
+intelligible the spoken answer is (recognizer WER of the spoken answer against its own caption, beside espeak's
+rendering of the captions), and how soon the answer starts.
 
     .venv/bin/python bench/answers.py [--cases 200] [--seed 20261123] [--model tiny] [--batch 50] [--no-speech]
 """

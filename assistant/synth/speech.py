@@ -51,13 +51,17 @@ class Voice:
 ASSISTANT = Voice(ASSISTANT_VOICE, 165, 50)
 
 
-def espeak(text: str, voice: Voice, sample_rate: int) -> torch.Tensor:
-    """Render text to a mono float waveform at sample_rate (trimmed of leading/trailing silence)."""
+def _espeak_ng() -> str:
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise SpeechError("espeak-ng is not installed (Debian: apt-get install espeak-ng)")
-    run = subprocess.run([exe, "-v", voice.name, "-s", str(voice.speed), "-p", str(voice.pitch), "--stdout", text],
-                         capture_output=True, check=False)
+    return exe
+
+
+def espeak(text: str, voice: Voice, sample_rate: int) -> torch.Tensor:
+    """Render text to a mono float waveform at sample_rate (trimmed of leading/trailing silence)."""
+    args = ["-v", voice.name, "-s", str(voice.speed), "-p", str(voice.pitch), "--stdout", text]
+    run = subprocess.run([_espeak_ng(), *args], capture_output=True, check=False)
     if run.returncode or not run.stdout:
         raise SpeechError(f"espeak-ng failed for voice {voice.name}: {run.stderr.decode(errors='replace').strip()}")
     with wave.open(io.BytesIO(run.stdout)) as w:  # 16-bit mono PCM; the header's length is a streaming placeholder
@@ -71,10 +75,7 @@ def espeak(text: str, voice: Voice, sample_rate: int) -> torch.Tensor:
 
 @lru_cache(maxsize=None)
 def _phonemes(word: str, voice: str) -> str:
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise SpeechError("espeak-ng is not installed (Debian: apt-get install espeak-ng)")
-    run = subprocess.run([exe, "-q", "-x", "-v", voice, word], capture_output=True, check=False, text=True)
+    run = subprocess.run([_espeak_ng(), "-q", "-x", "-v", voice, word], capture_output=True, check=False, text=True)
     if run.returncode or not run.stdout.strip():
         raise SpeechError(f"espeak-ng gave no phonemes for {word!r} in voice {voice}: {run.stderr.strip()}")
     return run.stdout.strip()
