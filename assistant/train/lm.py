@@ -202,10 +202,10 @@ class Renderer:
         scene = Scene.draw(rng)
         turn = draw_turn(scene, rng, self.intents)
         voice = Voice.draw(rng, self.voices)
-        said = turn.question  # drawn only when asked for, so the other recipes render the dialogues they always did
+        asked = turn.question  # drawn only when asked for, so the other recipes render the dialogues they always did
         if self.wh and rng.random() < self.wh:
-            said = voiceless_wh(said, voice.name)
-        question = espeak(said, voice, self.sr)
+            asked = voiceless_wh(asked, voice.name)
+        question = espeak(asked, voice, self.sr)
         if self.warp:  # drawn only then: unwarped recipes render the dialogues they always rendered
             question = warp(question, rng, self.warp, self.sr)
         question = room(question, rng, self.sr)
