@@ -1,13 +1,68 @@
-"""A small Python client for the WebSocket protocol (docs/protocol.md), built on `websockets`."""
+"""The Python client of the WebSocket protocol (docs/protocol.md), built on `websockets`: a `Connection` for
+live use (`tutti client`) and `converse` for one scripted turn (tests, scripts)."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
+import threading
+from collections import deque
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable
 
 import numpy as np
 import websockets
+
+from .transport import messages
+
+PIECE_SECONDS = 0.02  # audio is sent in 20 ms pieces, as a microphone delivers it
+
+
+@dataclass
+class Event:
+    """What the server sent: speech ("audio", samples at the session's rate) or a JSON message's fields."""
+    kind: str
+    audio: np.ndarray | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Connection:
+    """One session on a Tutti server."""
+
+    def __init__(self, ws: Any, ready: dict[str, Any]) -> None:
+        self.ws, self.ready = ws, ready
+        self.sample_rate = int(ready["sample_rate"])  # of the speech the server sends
+
+    async def send_audio(self, samples: np.ndarray) -> None:
+        """Mono float samples at the rate declared on connecting."""
+        await self.ws.send(messages.audio(samples))
+
+    async def send_image(self, frame: np.ndarray) -> None:
+        """A BGR uint8 camera frame."""
+        await self.ws.send(messages.image(frame))
+
+    async def bye(self) -> None:
+        await self.ws.send(messages.message("bye"))
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Everything the server sends, until it closes."""
+        async for raw in self.ws:
+            if isinstance(raw, bytes):
+                yield Event("audio", audio=messages.parse_audio(raw))
+            else:
+                data = messages.parse(raw)
+                yield Event(data["type"], data=data)
+
+
+@asynccontextmanager
+async def connect(url: str, input_rate: int = 48_000) -> AsyncIterator[Connection]:
+    """A session on the server at `url` (ws://HOST:PORT/ws), sending audio at `input_rate`; ConnectionError
+    when the server refuses it (e.g. it is full)."""
+    async with websockets.connect(url, max_size=messages.MAX_MESSAGE) as ws:
+        ready = messages.parse(await ws.recv())
+        if ready["type"] != "ready":
+            raise ConnectionError(f"server refused the session: {ready.get('message', ready)}")
+        await ws.send(messages.message("hello", sample_rate=input_rate))
+        yield Connection(ws, ready)
 
 
 @dataclass
@@ -22,127 +77,101 @@ async def converse(url: str, audio: np.ndarray, rate: int, image: np.ndarray | N
                    listen_after: float = 1.0, realtime: bool = True) -> Reply:
     """Send mono float audio (20 ms pieces, paced like a microphone when `realtime`) and an optional BGR
     image, keep listening `listen_after` seconds past the end, and return what the assistant said."""
-    async with websockets.connect(url, max_size=8 * 2**20) as ws:
-        ready = json.loads(await ws.recv())
-        if ready.get("type") != "ready":
-            raise ConnectionError(f"server refused the session: {ready.get('message', ready)}")
-        out_rate = int(ready["sample_rate"])
-        await ws.send(json.dumps({"type": "hello", "sample_rate": rate}))
-        reply = Reply(np.zeros(0, np.float32), out_rate)
+    async with connect(url, rate) as conn:
+        reply = Reply(np.zeros(0, np.float32), conn.sample_rate)
         chunks: list[np.ndarray] = []
 
         async def receive() -> None:
-            async for message in ws:
-                if isinstance(message, bytes):
-                    chunks.append(np.frombuffer(message, "<i2").astype(np.float32) / 32768)
-                    continue
-                data = json.loads(message)
-                if data["type"] == "caption":
-                    reply.captions.append(data["text"])
-                elif data["type"] == "error":
-                    reply.errors.append(data["message"])
+            async for event in conn.events():
+                if event.kind == "audio":
+                    chunks.append(event.audio)
+                elif event.kind == "caption":
+                    reply.captions.append(event.data["text"])
+                elif event.kind == "error":
+                    reply.errors.append(event.data["message"])
 
         listener = asyncio.create_task(receive())
         if image is not None:
-            h, w = image.shape[:2]
-            await ws.send(json.dumps({"type": "image", "width": w, "height": h, "encoding": "bgr24",
-                                      "data": base64.b64encode(np.ascontiguousarray(image, np.uint8).tobytes()).decode()}))
-        piece = rate // 50
-        pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
-        for i in range(0, len(pcm), piece):
-            await ws.send(pcm[i:i + piece].tobytes())
+            await conn.send_image(image)
+        piece = round(rate * PIECE_SECONDS)
+        for i in range(0, len(audio), piece):
+            await conn.send_audio(audio[i:i + piece])
             if realtime:
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(PIECE_SECONDS)
         await asyncio.sleep(listen_after)
-        await ws.send(json.dumps({"type": "bye"}))
+        await conn.bye()
         await asyncio.wait_for(listener, timeout=5)
         reply.audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
         return reply
 
 
-class _FileTrack:
-    """Builds an aiortc audio track that plays mono float audio in 20 ms frames at real-time pace."""
-
-    @staticmethod
-    def make(audio: np.ndarray, rate: int):
-        import fractions
-        import time
-
-        import av
-        from aiortc import MediaStreamTrack
-
-        class FileTrack(MediaStreamTrack):
-            kind = "audio"
-
-            def __init__(self) -> None:
-                super().__init__()
-                self.sent, self.start = 0, None
-                self.pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
-
-            async def recv(self) -> av.AudioFrame:
-                piece = rate // 50
-                if self.start is None:
-                    self.start = time.monotonic()
-                await asyncio.sleep(max(0.0, self.start + self.sent / rate - time.monotonic()))
-                data = self.pcm[self.sent:self.sent + piece]
-                data = np.pad(data, (0, piece - len(data)))  # silence once the file is over
-                frame = av.AudioFrame.from_ndarray(data[None], format="s16", layout="mono")
-                frame.sample_rate, frame.pts, frame.time_base = rate, self.sent, fractions.Fraction(1, rate)
-                self.sent += piece
-                return frame
-
-        return FileTrack()
+SEND_SIDE = 320  # camera frames are sent at most this wide: the vision encoder works at 224-448 px
+SEND_FPS = 2.0
 
 
-async def webrtc_session(base_url: str, audio: np.ndarray, rate: int = 48_000, seconds: float = 2.0) -> Reply:
-    """A WebRTC session (aiortc) against `tutti serve`: plays `audio` as the microphone for `seconds` and
-    returns the speech received (48 kHz) and the captions from the data channel."""
-    import aiohttp
-    from aiortc import RTCPeerConnection, RTCSessionDescription
-    from aiortc.mediastreams import MediaStreamError
+@dataclass
+class Traffic:
+    """What went each way, counted as it goes (so an interrupted session still has its counts)."""
+    sent_samples: int = 0
+    received_samples: int = 0
+    camera_frames: int = 0
 
-    pc = RTCPeerConnection()
-    reply = Reply(np.zeros(0, np.float32), 48_000)
-    chunks: list[np.ndarray] = []
-    tasks: list[asyncio.Task] = []
 
-    async def drain(track) -> None:
-        try:
+async def talk(url: str, traffic: Traffic, mic: int | str | None = None, speaker: int | str | None = None,
+               camera: str | None = None, seconds: float = 0, on_caption: Callable[[str], None] = lambda text: None,
+               on_error: Callable[[str], None] = lambda text: None) -> None:
+    """This machine's microphone, speaker and camera as a session on the server at `url`, for `seconds` (0: until
+    cancelled), counting into `traffic`."""
+    import cv2
+
+    from .transport.local import MIC_RATE, LocalDevices
+
+    loop = asyncio.get_running_loop()
+    outgoing: asyncio.Queue[np.ndarray | str] = asyncio.Queue(maxsize=200)
+    speech: deque[np.ndarray] = deque(maxlen=100)
+    lock = threading.Lock()
+
+    def send_soon(item: np.ndarray | str) -> None:  # from device threads into the event loop; dropped if the link lags
+        loop.call_soon_threadsafe(lambda: outgoing.full() or outgoing.put_nowait(item))
+
+    def on_audio(samples: np.ndarray, rate: int) -> None:
+        traffic.sent_samples += len(samples)
+        send_soon(samples)
+
+    def pull_audio() -> np.ndarray | None:
+        with lock:
+            return speech.popleft() if speech else None
+
+    def on_frame(frame: np.ndarray) -> None:
+        h, w = frame.shape[:2]
+        if w > SEND_SIDE:
+            frame = cv2.resize(frame, (SEND_SIDE, round(h * SEND_SIDE / w)), interpolation=cv2.INTER_AREA)
+        traffic.camera_frames += 1
+        send_soon(messages.image(frame))
+
+    async with connect(url, MIC_RATE) as conn:
+        async def sender() -> None:
             while True:
-                frame = await track.recv()
-                data = frame.to_ndarray().reshape(-1, len(frame.layout.channels)).mean(axis=1)
-                chunks.append(data.astype(np.float32) / 32768)
-        except MediaStreamError:
-            pass
+                item = await outgoing.get()
+                await (conn.ws.send(item) if isinstance(item, str) else conn.send_audio(item))
 
-    @pc.on("track")
-    def on_track(track) -> None:
-        tasks.append(asyncio.create_task(drain(track)))
+        async def receiver() -> None:
+            async for event in conn.events():
+                if event.kind == "audio":
+                    traffic.received_samples += len(event.audio)
+                    with lock:
+                        speech.append(event.audio)
+                elif event.kind == "caption":
+                    on_caption(event.data["text"])
+                elif event.kind == "error":
+                    on_error(event.data["message"])
 
-    channel = pc.createDataChannel("events")
-
-    @channel.on("message")
-    def on_message(message: str) -> None:
-        data = json.loads(message)
-        if data.get("type") == "caption":
-            reply.captions.append(data["text"])
-
-    pc.addTrack(_FileTrack.make(audio, rate))
-    pc.addTransceiver("audio", direction="recvonly")
-    try:
-        await pc.setLocalDescription(await pc.createOffer())
-        async with aiohttp.ClientSession() as http:
-            response = await http.post(f"{base_url}/offer", json={"sdp": pc.localDescription.sdp,
-                                                                   "type": pc.localDescription.type})
-            answer = await response.json()
-            if response.status != 200:
-                raise ConnectionError(f"server refused the session ({response.status}): {answer.get('error')}")
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
-        await asyncio.sleep(seconds)
-    finally:
-        await pc.close()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    reply.audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    return reply
+        with LocalDevices(on_audio, pull_audio, on_frame, conn.sample_rate, mic, speaker, camera, camera_fps=SEND_FPS):
+            tasks = [asyncio.create_task(sender()), asyncio.create_task(receiver())]
+            try:
+                await asyncio.wait(tasks, timeout=seconds or None, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await conn.bye()

@@ -16,16 +16,21 @@ import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
-from codec import MimiCodec, cat_rows, select_rows
-from encoders import FrameError, SiglipVision, SparseEncoder, SparseSettings
+from codec import MimiCodec
+from core.errors import EngineError, FrameError
+from core.state import cat_rows, select_rows
+from encoders import SiglipVision, SparseEncoder, SparseSettings
 
 from .model.lm import StreamingLM
 from .model.tokenizer import TextTokenizer
+from .pacing import wrapped_phase
+from .preset import ModelPreset
 from .session import Session
 
 log = logging.getLogger("tutti.engine")
@@ -46,23 +51,12 @@ class StepReport:
     skipped: int  # quiet input frames skipped to shed a lasting input backlog
 
 
-class EngineError(ValueError):
-    """A model combination or request the engine cannot serve."""
-
-
 class Engine:
     def __init__(self, codec: MimiCodec, lm: StreamingLM | None = None, vision: SiglipVision | None = None,
                  tokenizer: TextTokenizer | None = None, max_sessions: int = 64, greedy: bool = False,
                  vision_pool: int = 1) -> None:
-        if lm is not None:
-            c, m = codec.cfg, lm.cfg
-            if m.card != c.bins or m.n_user > c.num_codebooks or m.dep_q > c.n_q:
-                raise EngineError(f"LM ({m.n_user} user codebooks, {m.dep_q} generated, cards of {m.card}) does not "
-                                  f"fit the codec ({c.num_codebooks} codebooks of {c.bins})")
-        if vision is not None and (lm is None or not lm.cfg.has_vision or (vision.cfg.tokens // vision_pool ** 2,
-                                   vision.cfg.hidden) != (lm.cfg.vision_tokens, lm.cfg.vision_dim)):
-            raise EngineError("the vision encoder's tokens must match the LM's vision adapters "
-                              "(vision_tokens, vision_dim); echo mode takes no vision encoder")
+        self.preset = ModelPreset(codec.cfg, None if lm is None else lm.cfg, None if vision is None else vision.cfg,
+                                  vision_pool)  # checks that they fit together
         self.codec, self.lm, self.vision, self.tokenizer = codec, lm, vision, tokenizer
         self.max_sessions, self.greedy, self.vision_pool = max_sessions, greedy, vision_pool
         self.sessions: list[Session] = []
@@ -100,6 +94,15 @@ class Engine:
             if self.vision is not None:
                 self._encoders[session.id] = SparseEncoder(self.vision, SparseSettings(pool=self.vision_pool))
             return session
+
+    @contextmanager
+    def session(self, seed: int = 0) -> Iterator[Session]:
+        """How transports hold a session: it joins the batch on entry and always leaves it on exit."""
+        session = self.add_session(seed)
+        try:
+            yield session
+        finally:
+            self.remove_session(session)
 
     def remove_session(self, session: Session) -> None:
         with self._lock:
@@ -188,7 +191,7 @@ class Engine:
         for s in list(self.sessions):
             if s.last_ready is not None and self._started - s.last_ready < 4 * period:
                 since = (self._started - s.last_ready) % period  # how long after a frame completed we ticked
-                errors.append((since - PHASE_GUARD + period / 2) % period - period / 2)
+                errors.append(wrapped_phase(since - PHASE_GUARD, period))
         if not errors:
             return 0.0
         return max(-period / 4, min(period / 4, -PHASE_GAIN * statistics.median(errors)))

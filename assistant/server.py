@@ -1,4 +1,4 @@
-"""`tutti serve`: the HTTP server that hosts the engine's clock and the transports.
+"""`tutti serve`'s HTTP app: the engine's clock and the transports, each handed the engine and the metrics.
 
 Routes: `/` (the browser page, web/), `POST /offer` (WebRTC), `/ws` (WebSocket protocol), `/healthz`,
 `/metrics` (Prometheus).
@@ -12,12 +12,12 @@ from aiohttp import web
 
 from .engine import Engine
 from .metrics import Metrics
-from .transport import webrtc, websocket
+from .transport.webrtc import WebRTCTransport, loopback_only
+from .transport.websocket import WebSocketTransport
 
 ENGINE = web.AppKey("engine", Engine)
 METRICS = web.AppKey("metrics", Metrics)
-LOOPBACK = web.AppKey("loopback", bool)
-PEERS = web.AppKey("peers", set)
+WEBRTC = web.AppKey("webrtc", WebRTCTransport)
 WEB = Path(__file__).resolve().parents[1] / "web"
 
 
@@ -40,9 +40,10 @@ def build_app(engine: Engine, loopback: bool = False) -> web.Application:
     """`loopback`: WebRTC gathers and accepts ICE candidates on 127.0.0.1 only (tests, benchmarks)."""
     app = web.Application(client_max_size=2**20)
     metrics = Metrics()
-    app[ENGINE], app[METRICS], app[LOOPBACK], app[PEERS] = engine, metrics, loopback, set()
+    webrtc = WebRTCTransport(engine, metrics, loopback)
+    app[ENGINE], app[METRICS], app[WEBRTC] = engine, metrics, webrtc
     if loopback:
-        webrtc.loopback_only()
+        loopback_only()
 
     engine.on_step = metrics.observe_step
 
@@ -52,10 +53,10 @@ def build_app(engine: Engine, loopback: bool = False) -> web.Application:
         yield
         stop.set()
         await task
-        await asyncio.gather(*(pc.close() for pc in list(app[PEERS])), return_exceptions=True)
+        await webrtc.close()
 
     app.cleanup_ctx.append(clock)
-    app.router.add_get("/ws", websocket.handle)
+    app.router.add_get("/ws", WebSocketTransport(engine, metrics).handle)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
     app.router.add_post("/offer", webrtc.offer)

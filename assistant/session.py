@@ -17,10 +17,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from codec.audio import StreamingResampler
-from codec.errors import CodecInputError
-
-from .synth.speech import dither
+from core.audio import StreamingResampler, dither
+from core.errors import CodecInputError
 
 _ids = itertools.count(1)
 VOICE_RMS = 0.01  # input level (about -40 dBFS) taken as the user speaking

@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assistant.commands.serve import build_engine  # noqa: E402
-from assistant.loopback import serving, started_page  # noqa: E402
+from assistant.loader import build_engine  # noqa: E402
+from tests.support.loopback import serving, started_page  # noqa: E402
 
 
 def click_wav(path: Path, rate: int = 48_000) -> Path:

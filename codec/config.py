@@ -6,27 +6,10 @@ model uses is exercised by the bundled model and the tests.
 """
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Self
+from dataclasses import dataclass
 
-
-class JsonConfig:
-    """JSON round trip and copies for the frozen config dataclasses (codec, LM, vision)."""
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})  # JSON lists -> tuples
-
-    def with_(self, **changes: Any) -> Self:
-        return replace(self, **changes)
+from core.config import JsonConfig, named
 
 
 @dataclass(frozen=True)
@@ -124,7 +107,4 @@ PRESETS: dict[str, CodecConfig] = {
 
 
 def preset(name: str) -> CodecConfig:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown codec preset {name!r}; choose from {', '.join(PRESETS)}") from None
+    return named(PRESETS, name, "codec")

@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import CodecInputError
-from .state import State
+from core.errors import CodecInputError
+from core.state import State
+
 
 # Below these many output (conv) or input (transposed conv) steps, use the matmul form;
 # 1x1 convs always use it (they are a plain linear map). Measured on Mimi's layer shapes.

@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.state import State
+
 from .config import CodecConfig
 from .conv import CausalConv1d
-from .state import State
 
 MAX_LOG_MAGNITUDE = 6.0  # exp(6) ~ 400: bounds the spectrum early in training
 

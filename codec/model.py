@@ -12,13 +12,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from core.errors import CodecInputError
+from core.state import State
+
 from .config import CodecConfig
 from .conv import CausalConv1d, CausalConvTranspose1d
-from .errors import CodecInputError
 from .istft import ISTFTHead
 from .quantizer import SplitRVQ
 from .seanet import seanet_decoder, seanet_encoder
-from .state import State
 from .transformer import CodecTransformer
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from core.state import State
+
 from .config import CodecConfig
 from .conv import CausalConv1d, CausalConvTranspose1d
-from .state import State
 
 
 class ResidualUnit(nn.Module):

@@ -10,11 +10,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.errors import FrameError
+
 MAX_SIDE = 8192
-
-
-class FrameError(ValueError):
-    """A frame the vision encoder cannot take (empty, tiny, huge, odd dtype or layout, NaN)."""
 
 
 def to_pixels(frame: np.ndarray, size: int) -> torch.Tensor:

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codec.checkpoint import load_into, own_config, read_safetensors, rename_keys
-from codec.config import JsonConfig
+from core.checkpoint import load_into, own_config, read_safetensors, rename_keys, save_model
+from core.config import JsonConfig, named
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,7 @@ VISION_PRESETS: dict[str, VisionConfig] = {
 
 
 def vision_preset(name: str) -> VisionConfig:
-    try:
-        return VISION_PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown vision preset {name!r}; choose from {', '.join(VISION_PRESETS)}") from None
+    return named(VISION_PRESETS, name, "vision")
 
 
 class Layer(nn.Module):
@@ -128,14 +125,11 @@ HF_KEYS: list[tuple[str, str]] = [
 
 
 def save_vision(model: SiglipVision, path: str | Path) -> None:
-    from safetensors.torch import save_file
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(path),
-              metadata={"format": VISION_FORMAT, "config": model.cfg.to_json()})
+    save_model(model, path, VISION_FORMAT)
 
 
-def load_vision(path: str | Path, config: VisionConfig | None = None, device: str | torch.device = "cpu") -> SiglipVision:
+def load_vision(path: str | Path, config: VisionConfig | None = None, device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float32) -> SiglipVision:
     """Our format (config in the file), or the Hugging Face SigLIP layout: bare names, `vision_model.`, or
     PaliGemma's `vision_tower.vision_model.` (architecture from `config`, default so400m-448). The pooling head
     (`head.*`) and anything outside the vision tower (e.g. PaliGemma's language model) are ignored."""
@@ -149,4 +143,4 @@ def load_vision(path: str | Path, config: VisionConfig | None = None, device: st
         tensors = rename_keys(tower_keys, HF_KEYS)
     model = SiglipVision(cfg)
     load_into(model, tensors, str(path))
-    return model.to(device).eval()
+    return model.to(device=device, dtype=dtype).eval()

@@ -8,90 +8,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from codec import CheckpointError, CodecInputError
-from codec.audio import load_audio, save_audio
-from encoders import FrameError
+from core.audio import load_audio, save_audio
+from core.errors import TuttiError
 
-from ..engine import Engine
-from .serve import MODEL_HELP, build_engine
+from ..loader import MODEL_HELP, build_engine
+from ..offline import Question, answer, read_image, read_video
 
 ASK_RATE = 48_000
 FRAME_RATE = 12.5  # engine steps per second
-
-
-def read_image(path: Path) -> np.ndarray:
-    import cv2
-
-    if not path.is_file():
-        raise FrameError(f"image not found: {path}")
-    frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if frame is None:
-        raise FrameError(f"cannot read {path} as an image")
-    return frame
-
-
-def read_video(path: Path, fps: float) -> list[np.ndarray]:
-    """Frames of a video file (or stream URL) sampled at `fps`."""
-    import cv2
-
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise FrameError(f"cannot open {path} as a video")
-    native = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    frames, index, keep_every = [], 0, max(1, round(native / fps))
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        if index % keep_every == 0:
-            frames.append(frame)
-        index += 1
-    capture.release()
-    if not frames:
-        raise FrameError(f"{path} holds no frames")
-    return frames
-
-
-@dataclass
-class Question:
-    audio: np.ndarray  # mono float samples at `rate`
-    rate: int
-    frames: list[np.ndarray] = field(default_factory=list)  # camera frames, one every other step; a still: one
-    moving: bool = False  # frames are a video (one every other step) rather than one still image
-
-
-def answer(engine: Engine, questions: list[Question], listen: float, seed: int = 0) -> list[tuple[np.ndarray, str]]:
-    """Each question as its own session, all stepped together: everything the assistant says from the moment
-    the question starts until `listen` seconds after its audio ends (a full-duplex model may start answering
-    in a quiet tail of the question's audio), as speech and captions."""
-    sessions = [engine.add_session(seed=seed + i) for i in range(len(questions))]
-    try:
-        heard = [int(len(q.audio) / q.rate / engine.frame_seconds) for q in questions]
-        audio: list[list[np.ndarray]] = [[] for _ in questions]
-        text: list[list[str]] = [[] for _ in questions]
-        for step in range(max(heard) + int(listen / engine.frame_seconds)):
-            for session, q in zip(sessions, questions):  # the microphone delivers a frame's worth per step
-                chunk = round(q.rate * engine.frame_seconds)
-                if step * chunk < len(q.audio):
-                    session.push_audio(q.audio[step * chunk: (step + 1) * chunk], q.rate)
-                if q.frames and (q.moving or step == 0):
-                    session.push_video(q.frames[min(step // 2, len(q.frames) - 1)])
-            engine.step()
-            for i, session in enumerate(sessions):
-                out = session.pop_output()
-                if step < heard[i] + int(listen / engine.frame_seconds):
-                    audio[i].append(out.audio)
-                    text[i].append(out.text)
-        return [(np.concatenate(a) if a else np.zeros(0, np.float32), "".join(t).strip()) for a, t in zip(audio, text)]
-    finally:
-        for session in sessions:
-            engine.remove_session(session)
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -119,4 +47,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="tiny", help=MODEL_HELP)
     p.add_argument("--listen", type=float, default=3.0, help="seconds to let the assistant answer (default 3)")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_ask, errors=(CodecInputError, CheckpointError, FrameError, ValueError))
+    p.set_defaults(func=cmd_ask, errors=(TuttiError, ValueError))

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
-from codec.errors import CheckpointError
+from core.errors import TuttiError
 
-from .serve import MODEL_HELP, build_engine
+from ..loader import MODEL_HELP, build_engine
 
 
 def device(value: str | None) -> int | str | None:
@@ -20,35 +19,13 @@ def cmd_desktop(args: argparse.Namespace) -> int:
     if args.list_devices:
         print(sd.query_devices())
         return 0
-    from ..transport.local import LocalDevices
+    from ..transport.local import talk
 
     engine = build_engine(args.model, 1)
-    session = engine.add_session(seed=args.seed)
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        clock = asyncio.create_task(engine.run(stop))
-        try:
-            if args.seconds:
-                await asyncio.sleep(args.seconds)
-            else:
-                await asyncio.Event().wait()
-        finally:
-            stop.set()
-            await clock
-
     try:
-        def speech():
-            out = session.pop_output()
-            return None if out is None else out.audio
-
-        with LocalDevices(session.push_audio, speech, session.push_video, session.sample_rate,
-                          device(args.mic), device(args.speaker), args.camera) as devices:
-            print(f"tutti: listening ({args.model}); Ctrl-C stops", file=sys.stderr, flush=True)
-            try:
-                asyncio.run(run())
-            except KeyboardInterrupt:
-                pass
+        session, devices = talk(engine, device(args.mic), device(args.speaker), args.camera, args.seconds, args.seed,
+                                on_ready=lambda: print(f"tutti: listening ({args.model}); Ctrl-C stops",
+                                                       file=sys.stderr, flush=True))
     except sd.PortAudioError as e:
         print(f"tutti: error: audio device: {e} (see --list-devices)", file=sys.stderr)
         return 2
@@ -71,4 +48,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
     p.add_argument("--seconds", type=float, default=0, help="stop after this many seconds (default: run until Ctrl-C)")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_desktop, errors=(ValueError, CheckpointError))
+    p.set_defaults(func=cmd_desktop, errors=(TuttiError, ValueError))

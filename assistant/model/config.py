@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from codec.config import JsonConfig
+from core.config import JsonConfig, named
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,4 @@ PRESETS: dict[str, LMConfig] = {
 
 
 def lm_preset(name: str) -> LMConfig:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown LM preset {name!r}; choose from {', '.join(PRESETS)}") from None
+    return named(PRESETS, name, "LM")

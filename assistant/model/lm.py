@@ -16,16 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codec.state import State
-from codec.transformer import Attention, StepContext
+from core.attention import Attention, StepContext
+from core.errors import ModelInputError
+from core.state import State
 
 from .config import LMConfig
 from .layers import GatedFFN, RMSNorm
 from .sampling import sample
-
-
-class ModelInputError(ValueError):
-    """Tokens or vision input the model cannot take as given."""
 
 
 def embed(table: nn.Embedding, tokens: torch.Tensor) -> torch.Tensor:

@@ -14,9 +14,10 @@ import re
 
 import torch
 
-from codec.checkpoint import rename_keys
+from core.checkpoint import rename_keys
 
 from .config import LMConfig
+from .moshi import moshi_to_ours
 
 ADAPTER_KEYS: list[tuple[str, str]] = [
     (r"^transformer\.layers\.0\.cross_attention\.(mha\.)?in_proj_weight$", "vision.in_proj.weight"),
@@ -39,8 +40,6 @@ def is_moshivis(tensors: dict[str, torch.Tensor]) -> bool:
 
 def moshivis_to_ours(tensors: dict[str, torch.Tensor], cfg: LMConfig) -> dict[str, torch.Tensor]:
     """A whole MoshiVis file, or its adapter keys alone, renamed to ours."""
-    from .checkpoint import moshi_to_ours
-
     plain = {}
     for key, value in tensors.items():
         for pattern, repl in _LM_PREFIXES:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codec.errors import CheckpointError
+from core.errors import CheckpointError
 
 WORD_START = "\u2581"
 

@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from codec.audio import resample
+from core.audio import resample
 
 ASSISTANT_VOICE = "en-us+klatt3"
 TRAIN_VOICES = tuple(f"{lang}+{variant}" for lang in ("en-us", "en-gb", "en-gb-x-rp", "en-029")
@@ -30,7 +30,6 @@ MORE_VOICES = tuple(f"{lang}+{variant}" for lang in ("en-us", "en-gb", "en-gb-x-
                     for variant in ("m1", "m2", "m3", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f5", "klatt", "klatt2",
                                     "klatt5", "adam", "Andy", "Annie", "david", "edward", "linda", "Michael", "paul",
                                     "steph", "travis", "Alex", "Gene", "max"))
-DITHER = 10 ** (-60 / 20)  # -60 dBFS: digital silence confuses recognizers and the codec alike
 
 
 class SpeechError(RuntimeError):
@@ -115,7 +114,3 @@ def warp(wav: torch.Tensor, rng: np.random.Generator, spread: float, sample_rate
         raise ValueError(f"warp spread must be in [0, 0.5), got {spread}")
     step = sample_rate // 80  # rates on a 200 Hz grid (at 16 kHz) keep the resampler's kernels small
     return resample(wav, sample_rate, round(sample_rate * rng.uniform(1 - spread, 1 + spread) / step) * step)
-
-
-def dither(wav: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    return wav + torch.from_numpy(rng.standard_normal(wav.shape[-1]) * DITHER).float()

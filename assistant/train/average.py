@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from codec.checkpoint import read_safetensors
+from core.checkpoint import read_safetensors
 
 AVERAGED = ("lm.safetensors", "vision.safetensors")  # the codec and tokenizer are frozen in the LM's recipes
 

@@ -20,10 +20,11 @@ from codec.checkpoint import load_codec, save_codec
 from codec.config import CodecConfig, preset
 from codec.model import MimiCodec, TrainOutput
 from codec.spectral import multi_scale_mel_loss
+from core.audio import dither
 
 from ..progress import progress
 from ..synth.dialogue import vocabulary
-from ..synth.speech import ASSISTANT, TRAIN_VOICES, Voice, dither, espeak, room
+from ..synth.speech import ASSISTANT, TRAIN_VOICES, Voice, espeak, room
 from .loop import Schedule, Stage, unwrap
 
 WAVE_WEIGHT = 0.1

@@ -30,6 +30,7 @@ from torch import nn
 
 from codec.checkpoint import load_codec
 from codec.model import MimiCodec
+from core.audio import dither
 from encoders.siglip import load_vision, save_vision
 
 from ..model.config import LMConfig, lm_preset
@@ -39,7 +40,7 @@ from ..model.tokenizer import TextTokenizer
 from ..progress import progress
 from ..synth.dialogue import draw_turn, vocabulary
 from ..synth.scenes import Scene
-from ..synth.speech import ASSISTANT, MORE_VOICES, TRAIN_VOICES, Voice, dither, espeak, room, voiceless_wh, warp
+from ..synth.speech import ASSISTANT, MORE_VOICES, TRAIN_VOICES, Voice, espeak, room, voiceless_wh, warp
 from .loop import Schedule, Stage, unwrap
 from .vision import PatchReadout, labelled_scenes, scene_pixels
 

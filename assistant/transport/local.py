@@ -7,12 +7,15 @@ a local session (`tutti desktop`) or a remote server (`tutti client`).
 """
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from typing import Callable
 
 import numpy as np
 
-from typing import Callable
+from ..engine import Engine
+from ..session import Session
 
 MIC_RATE = 48_000
 CAMERA_FPS = 5.0
@@ -92,3 +95,33 @@ class LocalDevices:
         self._speaker.stop(), self._speaker.close()
         if self._camera is not None:
             self._camera.join(timeout=2)
+
+
+async def _clock(engine: Engine, seconds: float) -> None:
+    stop = asyncio.Event()
+    clock = asyncio.create_task(engine.run(stop))
+    try:
+        await (asyncio.sleep(seconds) if seconds else asyncio.Event().wait())
+    finally:
+        stop.set()
+        await clock
+
+
+def talk(engine: Engine, mic: int | str | None = None, speaker: int | str | None = None, camera: str | None = None,
+         seconds: float = 0, seed: int = 0, on_ready: Callable[[], None] = lambda: None) -> tuple[Session, LocalDevices]:
+    """This computer's microphone, speaker and camera as one session of `engine`, its clock running for `seconds`
+    (0: until Ctrl-C; `on_ready` is told once the devices are live); returns the session (its timings) and the
+    devices (what they played and saw)."""
+    with engine.session(seed) as session:
+        def speech() -> np.ndarray | None:
+            out = session.pop_output()
+            return None if out is None else out.audio
+
+        with LocalDevices(session.push_audio, speech, session.push_video, session.sample_rate, mic, speaker,
+                          camera) as devices:
+            on_ready()
+            try:
+                asyncio.run(_clock(engine, seconds))
+            except KeyboardInterrupt:
+                pass
+    return session, devices

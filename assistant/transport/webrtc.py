@@ -14,6 +14,8 @@ import json
 import logging
 import re
 import time
+from contextlib import ExitStack
+from typing import Callable
 
 import av
 import numpy as np
@@ -22,10 +24,14 @@ from aiohttp import web
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from codec.audio import StreamingResampler
+from core.audio import StreamingResampler, from_pcm16, to_pcm16
+from core.errors import EngineError
 
-from ..engine import EngineError
+from ..engine import Engine
+from ..metrics import Metrics
+from ..pacing import wrapped_phase
 from ..session import Session
+from . import messages
 
 log = logging.getLogger("tutti.webrtc")
 RATE = 48_000  # Opus
@@ -50,7 +56,7 @@ def grid_shift(lag: float, ahead: float) -> float:
     count) with `ahead` seconds of speech queued in front. The slot's phase is pulled towards SLOT_MARGIN after
     deliveries both ways (a wrapped error: jitter cannot make the grid run away); a queue is only ever shed."""
     slot = PIECE / RATE
-    phase = (lag - SLOT_MARGIN + slot / 2) % slot - slot / 2
+    phase = wrapped_phase(lag - SLOT_MARGIN, slot)
     return max(-slot / 2, min(slot / 2, SLOT_GAIN * (phase + ahead)))
 
 
@@ -81,7 +87,7 @@ class SpeechTrack(MediaStreamTrack):
             more = self.resampler(torch.from_numpy(out.audio)).numpy()
             self.buffer = np.concatenate([self.buffer, more])
             if out.text and self.channel is not None and self.channel.readyState == "open":
-                self.channel.send(json.dumps({"type": "caption", "text": out.text, "step": out.step}))
+                self.channel.send(messages.message("caption", text=out.text, step=out.step))
         # Speech queued beyond one engine frame is stale (e.g. made before the peer connected): skip it, or
         # it would delay everything after it for the rest of the call.
         bound = MAX_BACKLOG_FRAMES * RATE * self.session.frame_size // self.session.sample_rate
@@ -91,121 +97,156 @@ class SpeechTrack(MediaStreamTrack):
             piece, self.buffer = self.buffer[:PIECE], self.buffer[PIECE:]
         else:
             piece = np.zeros(PIECE, np.float32)  # nothing to say: silence
-        frame = av.AudioFrame.from_ndarray((np.clip(piece, -1, 1) * 32767).astype(np.int16)[None], format="s16",
-                                           layout="mono")
+        frame = av.AudioFrame.from_ndarray(to_pcm16(piece)[None], format="s16", layout="mono")
         frame.sample_rate, frame.pts, frame.time_base = RATE, self.sent, fractions.Fraction(1, RATE)
         self.sent += PIECE
         return frame
 
 
-async def drain_audio(track: MediaStreamTrack, session: Session) -> None:
+BAD_BODY = 'the body must be JSON {"sdp": "...", "type": "offer"}'
+
+
+class OfferError(Exception):
+    """An offer refused before any session starts: the HTTP status, the message, the metrics' reason."""
+
+    def __init__(self, status: int, text: str, reason: str) -> None:
+        super().__init__(text)
+        self.status, self.reason = status, reason
+
+
+def parse_offer(body: bytes | str, loopback: bool = False) -> str:
+    """The SDP of a `POST /offer` body ({"sdp": ..., "type": "offer"}) that has an audio track; with `loopback`,
+    remote candidates not on 127.0.0.1 are dropped (a second guard for loopback-only serving)."""
     try:
-        while True:
-            frame = await track.recv()
-            data = frame.to_ndarray()  # s16 interleaved [1, samples * channels]
-            channels = len(frame.layout.channels)
-            session.push_audio(data.reshape(-1, channels), frame.sample_rate)
-    except MediaStreamError:
-        pass
-
-
-async def drain_video(track: MediaStreamTrack, session: Session, counts: dict) -> None:
-    last = 0.0
-    try:
-        while True:
-            frame = await track.recv()  # always drained; converted only when the sampler wants one
-            counts["video"] += 1
-            now = time.monotonic()
-            if now - last >= 1 / VIDEO_FPS:
-                last = now
-                session.push_video(frame.to_ndarray(format="bgr24"))
-    except MediaStreamError:
-        pass
-
-
-def _loopback_sdp(sdp: str) -> str:
-    """Drop remote candidates that are not on 127.0.0.1 (second guard for loopback-only serving)."""
-    return "".join(line for line in sdp.splitlines(keepends=True)
-                   if not line.startswith("a=candidate") or " 127.0.0.1 " in line)
-
-
-async def offer(request: web.Request) -> web.Response:
-    from ..server import ENGINE, LOOPBACK, METRICS, PEERS
-
-    engine, metrics = request.app[ENGINE], request.app[METRICS]
-
-    def refuse(status: int, message: str, reason: str) -> web.Response:
-        metrics.rejected.labels(reason).inc()
-        return web.json_response({"error": message}, status=status)
-
-    if (request.content_length or 0) > MAX_OFFER:
-        return refuse(413, f"offer larger than {MAX_OFFER} bytes", "offer_too_large")
-    try:
-        body = json.loads(await request.text())
-        sdp, kind = body["sdp"], body["type"]
+        data = json.loads(body)
+        sdp, kind = data["sdp"], data["type"]
         if kind != "offer" or not isinstance(sdp, str):
             raise ValueError
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        return refuse(400, "the body must be JSON {\"sdp\": \"...\", \"type\": \"offer\"}", "bad_offer")
+    except (ValueError, KeyError, TypeError):  # UnicodeDecodeError is a ValueError
+        raise OfferError(400, BAD_BODY, "bad_offer") from None
     if not re.search(r"^m=audio ", sdp, re.M):
-        return refuse(400, "the offer has no audio: Tutti needs a microphone track", "no_audio")
-    try:
-        session = engine.add_session()
-    except EngineError as e:
-        return refuse(503, str(e), "session_limit")
-    pc = RTCPeerConnection()
-    peers: set = request.app[PEERS]
-    peers.add(pc)
-    counts = {"video": 0}
-    tasks: list[asyncio.Task] = []
-    speech = SpeechTrack(session)
+        raise OfferError(400, "the offer has no audio: Tutti needs a microphone track", "no_audio")
+    if loopback:
+        sdp = "".join(line for line in sdp.splitlines(keepends=True)
+                      if not line.startswith("a=candidate") or " 127.0.0.1 " in line)
+    return sdp
 
-    async def close() -> None:
-        engine.remove_session(session)
-        for t in tasks:
+
+class PeerSession:
+    """One peer connection and the engine session it holds, which join and always leave together: media in
+    (audio always drained, video sampled), the assistant's speech out, captions and events on the data channel."""
+
+    def __init__(self, engine: Engine, on_closed: Callable[[PeerSession], None]) -> None:
+        self._held = ExitStack()
+        self.session = self._held.enter_context(engine.session())  # EngineError when every slot is taken
+        self.pc = RTCPeerConnection()
+        self.speech = SpeechTrack(self.session)
+        self.video_frames = 0
+        self._tasks: list[asyncio.Task] = []
+        self._on_closed = on_closed
+        self.pc.on("track", self._on_track)
+        self.pc.on("datachannel", self._on_channel)
+        self.pc.on("connectionstatechange", self._on_state)
+        self.pc.addTrack(self.speech)
+
+    async def answer(self, sdp: str) -> RTCSessionDescription:
+        """The answer to the peer's offer; ValueError or RuntimeError when aiortc cannot use it."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return self.pc.localDescription
+
+    async def close(self) -> None:
+        self._held.close()  # the session leaves the batch first: nothing waits for this peer any more
+        for t in self._tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        peers.discard(pc)
-        await pc.close()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._on_closed(self)
+        await self.pc.close()
 
-    @pc.on("track")
-    def on_track(track: MediaStreamTrack) -> None:
+    async def _on_state(self) -> None:
+        if self.pc.connectionState in ("failed", "closed", "disconnected"):
+            await self.close()
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio":
-            tasks.append(asyncio.create_task(drain_audio(track, session)))
+            self._tasks.append(asyncio.create_task(self._drain_audio(track)))
         elif track.kind == "video":
-            tasks.append(asyncio.create_task(drain_video(track, session, counts)))
+            self._tasks.append(asyncio.create_task(self._drain_video(track)))
 
-    @pc.on("datachannel")
-    def on_channel(channel) -> None:
-        async def events() -> None:
-            step, vision_step = 0, None
-            while channel.readyState == "open" and not session.closed:
-                await asyncio.sleep(0.1)
-                if session.vision_changes is not None and session.vision_step != vision_step:
-                    vision_step = session.vision_step  # the changed-patch overlay
-                    grid, changed, recomputed = session.vision_changes
-                    channel.send(json.dumps({"type": "vision", "grid": grid, "changed": changed,
-                                             "recomputed": recomputed}))
-                t = session.timings
-                if t.steps != step:
-                    step = t.steps
-                    channel.send(json.dumps({"type": "timings", "steps": t.steps, "late_frames": t.late_frames,
-                                             "video_frames": counts["video"], "stages": t.stages}))
-        tasks.append(asyncio.create_task(events()))
-        speech.channel = channel
+    def _on_channel(self, channel) -> None:
+        self._tasks.append(asyncio.create_task(self._events(channel)))
+        self.speech.channel = channel
 
-    @pc.on("connectionstatechange")
-    async def on_state() -> None:
-        if pc.connectionState in ("failed", "closed", "disconnected"):
-            await close()
+    async def _drain_audio(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()  # s16 interleaved [1, samples * channels]
+                samples = from_pcm16(frame.to_ndarray()).reshape(-1, len(frame.layout.channels))
+                self.session.push_audio(samples, frame.sample_rate)
+        except MediaStreamError:
+            pass
 
-    pc.addTrack(speech)
-    try:
-        sdp = _loopback_sdp(sdp) if request.app[LOOPBACK] else sdp
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        await pc.setLocalDescription(await pc.createAnswer())
-    except (ValueError, RuntimeError) as e:
-        await close()
-        return refuse(400, f"cannot use this offer: {e}", "bad_sdp")
-    return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type,
-                              "session": session.id})
+    async def _drain_video(self, track: MediaStreamTrack) -> None:
+        last = 0.0
+        try:
+            while True:
+                frame = await track.recv()  # always drained; converted only when the sampler wants one
+                self.video_frames += 1
+                now = time.monotonic()
+                if now - last >= 1 / VIDEO_FPS:
+                    last = now
+                    self.session.push_video(frame.to_ndarray(format="bgr24"))
+        except MediaStreamError:
+            pass
+
+    async def _events(self, channel) -> None:
+        """The changed-patch overlay and the session's timings, sent as they change."""
+        session, step, vision_step = self.session, 0, None
+        while channel.readyState == "open" and not session.closed:
+            await asyncio.sleep(0.1)
+            if session.vision_changes is not None and session.vision_step != vision_step:
+                vision_step = session.vision_step
+                grid, changed, recomputed = session.vision_changes
+                channel.send(messages.message("vision", grid=grid, changed=changed, recomputed=recomputed))
+            t = session.timings
+            if t.steps != step:
+                step = t.steps
+                channel.send(messages.message("timings", steps=t.steps, late_frames=t.late_frames,
+                                              video_frames=self.video_frames, stages=t.stages))
+
+
+class WebRTCTransport:
+    """`POST /offer`: each accepted offer becomes a PeerSession of `engine`; refusals are counted in `metrics`."""
+
+    def __init__(self, engine: Engine, metrics: Metrics, loopback: bool = False) -> None:
+        self.engine, self.metrics, self.loopback = engine, metrics, loopback
+        self.peers: set[PeerSession] = set()
+
+    def _refuse(self, error: OfferError) -> web.Response:
+        self.metrics.rejected.labels(error.reason).inc()
+        return web.json_response({"error": str(error)}, status=error.status)
+
+    async def offer(self, request: web.Request) -> web.Response:
+        try:
+            if (request.content_length or 0) > MAX_OFFER:
+                raise OfferError(413, f"offer larger than {MAX_OFFER} bytes", "offer_too_large")
+            sdp = parse_offer(await request.read(), self.loopback)
+            try:
+                peer = PeerSession(self.engine, self.peers.discard)
+            except EngineError as e:
+                raise OfferError(503, str(e), "session_limit") from None
+        except OfferError as e:
+            return self._refuse(e)
+        self.peers.add(peer)
+        try:
+            answer = await peer.answer(sdp)
+        except (ValueError, RuntimeError) as e:
+            await peer.close()
+            return self._refuse(OfferError(400, f"cannot use this offer: {e}", "bad_sdp"))
+        return web.json_response({"sdp": answer.sdp, "type": answer.type, "session": peer.session.id})
+
+    async def close(self) -> None:
+        """Close every peer (the server is stopping)."""
+        await asyncio.gather(*(peer.close() for peer in list(self.peers)), return_exceptions=True)
+
+

@@ -1,4 +1,4 @@
-"""Where model weights come from: the bundled tutti-tiny, or a directory of larger checkpoints.
+"""Where model weights lie: the bundled tutti-tiny, or a directory of larger checkpoints.
 
 A model directory holds `codec.safetensors` and, for a conversational model, `lm.safetensors`,
 `tokenizer.model` and optionally `vision.safetensors` (our format, or the public Mimi / Moshi /
@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from codec.errors import CheckpointError
+from core.errors import CheckpointError
 
 BUNDLED = Path(__file__).resolve().parent / "tutti-tiny"
-NAMED = {"tiny": BUNDLED}
 
 
 @dataclass(frozen=True)
@@ -23,11 +22,10 @@ class ModelFiles:
     vision: Path | None
 
 
-def model_files(name: str) -> ModelFiles:
-    """Files of a named model ("tiny") or of a model directory; the codec must be there."""
-    folder = NAMED.get(name, Path(name))
+def model_files(folder: Path) -> ModelFiles:
+    """The checkpoint files of a model directory; the codec must be there."""
     if not folder.is_dir():
-        raise CheckpointError(f"no model {name!r}: name one of {', '.join(NAMED)} or a directory of checkpoints")
+        raise CheckpointError(f"no model directory {folder}")
     found = {f: folder / f"{f}.safetensors" for f in ("codec", "lm", "vision")}
     if not found["codec"].is_file():
         raise CheckpointError(f"{folder} holds no codec.safetensors")

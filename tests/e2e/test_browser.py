@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 
 from assistant.engine import Engine
-from assistant.loopback import CHROMIUM, serving, started_page
+from tests.support.loopback import CHROMIUM, serving, started_page
 
 from ..conftest import random_codec
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")

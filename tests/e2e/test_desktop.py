@@ -37,7 +37,7 @@ def pulse():
 
 
 def test_desktop_session_on_null_sinks_and_a_video_camera(pulse, tmp_path):
-    from assistant.evaluate import held_out_cases
+    from tests.support.evaluate import held_out_cases
 
     case = held_out_cases(8)[7]  # a spoken question (held-out voice) about a scene with one shape
     question = tmp_path / "question.wav"

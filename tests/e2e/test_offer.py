@@ -6,7 +6,7 @@ import pytest
 import pytest_asyncio
 
 from assistant.engine import Engine
-from assistant.loopback import serving
+from tests.support.loopback import serving
 
 from ..conftest import random_codec
 

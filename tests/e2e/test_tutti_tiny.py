@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from assistant.commands.serve import build_engine
-from assistant.evaluate import answer_correct, held_out_cases, normalise
+from assistant.loader import build_engine
+from tests.support.evaluate import answer_correct, held_out_cases, normalise
 from assistant.synth.dialogue import answers
 
-from assistant.loopback import CHROMIUM, serving, started_page
+from tests.support.loopback import CHROMIUM, serving, started_page
 
 pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)"),
               pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")]
@@ -30,7 +30,7 @@ MIC_THRESHOLD = 0.02
 
 def write_question(path: Path, audio: np.ndarray, rate: int) -> tuple[float, float]:
     """The question after LEAD s of quiet, 4 s of quiet after it; returns when its sound starts and ends (s)."""
-    from codec.audio import resample
+    from core.audio import resample
     import torch
 
     speech = resample(torch.from_numpy(audio).float(), rate, 48_000).numpy()

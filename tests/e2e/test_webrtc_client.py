@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from assistant.client import webrtc_session
+from tests.support.webrtc_client import webrtc_session
 from assistant.engine import Engine
-from assistant.loopback import serving
-from assistant.server import PEERS
+from tests.support.loopback import serving
+from assistant.server import WEBRTC
 
 from ..conftest import random_codec
 
@@ -54,9 +54,9 @@ async def test_connect_disconnect_cycles_leave_nothing_behind(served):
     for _ in range(50):
         await webrtc_session(url, tone(0.1, 300), seconds=0.05)
     for _ in range(50):
-        if not engine.sessions and not app[PEERS]:
+        if not engine.sessions and not app[WEBRTC].peers:
             break
         await asyncio.sleep(0.1)
-    assert engine.sessions == [] and not app[PEERS]
+    assert engine.sessions == [] and not app[WEBRTC].peers
     assert own_threads() <= threads
     assert len(asyncio.all_tasks()) <= tasks

@@ -12,7 +12,7 @@ import websockets
 
 from assistant.client import converse
 from assistant.engine import Engine
-from assistant.loopback import serving
+from tests.support.loopback import serving
 
 from ..conftest import random_codec
 

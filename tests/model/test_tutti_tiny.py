@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from assistant.commands.serve import build_engine
-from assistant.evaluate import Recognizer, answer_cases, answer_correct, held_out_cases, round_trip, word_error_rate
+from assistant.loader import build_engine
+from tests.support.evaluate import Recognizer, answer_cases, answer_correct, held_out_cases, round_trip, word_error_rate
 from assistant.synth.dialogue import vocabulary
-from assistant.synth.speech import ASSISTANT, HELD_OUT_VOICES, dither, espeak
+from assistant.synth.speech import ASSISTANT, HELD_OUT_VOICES, espeak
+from core.audio import dither
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 CASES = 200

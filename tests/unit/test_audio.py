@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from codec import CodecInputError
-from codec.audio import load_audio, resample, save_audio
+from core.audio import load_audio, resample, save_audio
+from core.errors import CodecInputError
 
 
 @pytest.mark.parametrize("orig, new", [(44100, 24000), (48000, 24000), (16000, 24000), (8000, 24000), (24000, 48000)])
@@ -62,7 +62,7 @@ def test_bad_files(tmp_path):
 
 @pytest.mark.parametrize("orig, new", [(48000, 24000), (44100, 24000), (16000, 24000), (24000, 24000)])
 def test_streaming_resampler_gives_the_offline_prefix(orig, new):
-    from codec.audio import StreamingResampler
+    from core.audio import StreamingResampler
 
     x = torch.randn(orig // 2)
     offline = resample(x, orig, new)

@@ -40,7 +40,7 @@ def test_ask_with_image_and_with_video(tmp_path):
 
 
 def test_ask_answers_a_held_out_question_about_an_image(tmp_path):
-    from assistant.evaluate import answer_correct, held_out_cases
+    from tests.support.evaluate import answer_correct, held_out_cases
 
     case = held_out_cases(ASK_CASE + 1)[ASK_CASE]
     sf.write(str(tmp_path / "q.wav"), case.audio, case.rate)

@@ -6,7 +6,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from codec import CheckpointError, CodecInputError, load_codec, preset, save_codec
-from codec.checkpoint import MIMI_KEYS, rename_keys
+from codec.checkpoint import MIMI_KEYS
+from core.checkpoint import rename_keys
 from codec.model import MimiCodec
 from tests.conftest import random_codec
 

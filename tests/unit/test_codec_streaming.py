@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from codec import cat_rows, reset_rows, select_rows
-from codec.state import leaves
+from core.state import cat_rows, leaves, reset_rows, select_rows
 
 
 def audio(batch: int, frames: int, frame_size: int, seed: int = 0) -> torch.Tensor:

@@ -12,8 +12,8 @@ from assistant.engine import Engine, EngineError
 from assistant.session import Session
 from assistant.model.config import lm_preset
 from assistant.model.lm import StreamingLM
-from codec import CodecInputError
-from codec.audio import resample
+from core.audio import resample
+from core.errors import CodecInputError
 from encoders import SiglipVision, vision_preset
 
 from ..conftest import random_codec
@@ -307,7 +307,7 @@ def test_a_lasting_input_backlog_is_shed_in_quiet_frames_only(codec):
 def test_a_late_session_is_stepped_with_a_noise_floor_not_digital_silence(codec):
     """The codec and LM learnt quiet as a -60 dBFS floor; digital zeros give codes they never saw."""
     from assistant.session import quiet
-    from assistant.synth.speech import DITHER
+    from core.audio import DITHER
 
     engine = Engine(codec)
     first, second = engine.add_session(seed=3), engine.add_session(seed=3)

@@ -8,8 +8,8 @@ from assistant.model.checkpoint import load_lm, save_lm
 from assistant.model.config import lm_preset
 from assistant.model.layers import Int8Linear
 from assistant.model.lm import ModelInputError, StreamingLM
-from codec import CheckpointError, cat_rows, select_rows
-from codec.state import leaves
+from core.errors import CheckpointError
+from core.state import cat_rows, leaves, select_rows
 
 CFG = lm_preset("test")
 
@@ -63,7 +63,7 @@ def test_reset_row_restarts_only_that_session(model):
     codes = user_codes(6, 2, 4)
     for t in range(3):
         model.step(codes[t], state)
-    from codec import reset_rows
+    from core.state import reset_rows
 
     reset_rows(state, torch.tensor([False, True]))
     state["seed"][1] = 5

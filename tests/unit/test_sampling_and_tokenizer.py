@@ -6,7 +6,7 @@ import torch
 
 from assistant.model.sampling import row_uniform, sample
 from assistant.model.tokenizer import TextTokenizer
-from codec import CheckpointError
+from core.errors import CheckpointError
 
 
 def test_greedy_is_argmax():

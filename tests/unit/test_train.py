@@ -245,7 +245,7 @@ def test_batches_drawn_ahead_by_worker_processes_train_the_same_weights(tmp_path
 def test_the_user_stream_is_encoded_as_the_engine_encodes_it(tmp_path):
     """The LM trains on the codes the engine hands it live: the question inside dithered quiet, encoded from
     the session's start (pasting separately encoded questions into encoded quiet cost 11 points of answers)."""
-    from assistant.synth.speech import dither
+    from core.audio import dither
     from assistant.train.lm import RECIPES, Renderer, train_tokenizer
 
     from ..conftest import random_codec

@@ -12,8 +12,8 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from .engine import Engine
-from .server import build_app
+from assistant.engine import Engine
+from assistant.server import build_app
 
 CHROMIUM = shutil.which("chromium")
 

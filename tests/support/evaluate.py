@@ -3,7 +3,7 @@
 The recognizer (pocketsphinx's packaged English acoustic model) gets a bigram
 language model estimated from the domain's sentences, not a grammar of whole
 answers: a sentence grammar snaps damaged audio onto a valid answer and so
-cannot tell good speech from bad. Used by the tests and `bench/quality.py`;
+cannot tell good speech from bad. Used by the tests, `bench/answers.py` and `bench/quality.py`;
 pocketsphinx and jiwer come with the test extras.
 """
 from __future__ import annotations
@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codec.audio import resample
-
-from .synth.dialogue import Turn, draw_turn, vocabulary
-from .synth.scenes import Scene
-from .synth.speech import HELD_OUT_VOICES, Voice, dither, espeak, room
+from assistant.offline import Question, answer
+from assistant.synth.dialogue import Turn, draw_turn, vocabulary
+from assistant.synth.scenes import Scene
+from assistant.synth.speech import HELD_OUT_VOICES, Voice, espeak, room
+from core.audio import dither, resample, to_pcm16
 
 RATE = 16_000
 DISCOUNT = 0.5  # absolute discounting of bigram counts; the mass goes to the unigram back-off
@@ -71,7 +71,7 @@ class Recognizer:
 
     def transcribe(self, wav: torch.Tensor, sample_rate: int) -> str:
         x = dither(resample(wav.reshape(-1).float(), sample_rate, RATE), np.random.default_rng(0)).numpy()
-        pcm = (np.clip(x, -1, 1) * 32767).astype(np.int16).tobytes()
+        pcm = to_pcm16(x).tobytes()
         self.decoder.start_utt()
         self.decoder.process_raw(pcm, full_utt=True)
         self.decoder.end_utt()
@@ -117,8 +117,6 @@ def round_trip(codec, wav: torch.Tensor) -> torch.Tensor:
 
 def answer_cases(engine, cases: list[Case], listen: float, batch: int = 50) -> list[tuple[np.ndarray, str]]:
     """Held-out cases through the same code as `tutti ask`, `batch` sessions stepped together."""
-    from .commands.ask import Question, answer
-
     results: list[tuple[np.ndarray, str]] = []
     for start in range(0, len(cases), batch):
         part = cases[start: start + batch]

@@ -1,4 +1,4 @@
-"""Audio files in and out, and resampling in torch (windowed-sinc, polyphase).
+"""Audio files in and out, int16 PCM, dither, and resampling in torch (windowed-sinc, polyphase).
 
 Any rate or channel count a WAV holds is brought to what the codec takes:
 channels are averaged to mono, the rate is converted by a Hann-windowed sinc
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from .errors import CodecInputError
 
+DITHER = 10 ** (-60 / 20)  # -60 dBFS: digital silence confuses recognizers and the codec alike
 ZEROS = 6  # sinc zero crossings on each side of the filter centre
 ROLLOFF = 0.99  # cutoff as a fraction of the lower Nyquist frequency
 
@@ -110,3 +111,19 @@ def save_audio(path: str | Path, wav: torch.Tensor, sample_rate: int) -> Path:
     data = wav.detach().float().clamp(-1, 1).cpu().numpy().T
     sf.write(str(path), data, sample_rate, subtype="PCM_16")
     return path
+
+
+def to_pcm16(samples: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1] (clipped) -> little-endian int16, as files and the wire carry them."""
+    return (np.clip(samples, -1, 1) * 32767).astype("<i2")
+
+
+def from_pcm16(data: bytes | np.ndarray) -> np.ndarray:
+    """Little-endian int16 PCM (bytes or an array) -> float32 samples in [-1, 1)."""
+    pcm = np.frombuffer(data, "<i2") if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data)
+    return pcm.astype(np.float32) / 32768
+
+
+def dither(wav: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """wav plus a -60 dBFS noise floor, as from a microphone in a quiet room (what the models learnt quiet as)."""
+    return wav + torch.from_numpy(rng.standard_normal(wav.shape[-1]) * DITHER).float()
