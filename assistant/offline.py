@@ -16,6 +16,7 @@ from core.errors import FrameError
 
 from .engine import Engine
 
+
 def read_image(path: Path) -> np.ndarray:
     import cv2
 

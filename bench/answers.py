@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from assistant.loader import build_engine  # noqa: E402
-from tests.support.evaluate import (HELD_OUT_SEED, Recognizer, answer_cases, answer_correct,  # noqa: E402
-                                held_out_cases, word_error_rate)
 from assistant.synth.speech import ASSISTANT, espeak  # noqa: E402
+from tests.support.evaluate import (HELD_OUT_SEED, Recognizer, answer_cases, answer_correct,  # noqa: E402
+                                    held_out_cases, word_error_rate)
 
 LISTEN = 4.0
 

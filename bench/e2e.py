@@ -1,7 +1,7 @@
 """End-to-end latency: server-side plumbing per stage, and mouth-to-ear in headless Chromium over loopback.
 
-Echo mode (`tiny` codec, random weights: the user's codes are decoded back) and, with --model tiny, the
-whole model. The fake microphone plays silence, then a click train; the page finds the first onset in its
+Echo mode (the bundled codec: the user's codes are decoded back) and, with --model tiny, the whole
+bundled model. The fake microphone plays silence, then a click train; the page finds the first onset in its
 microphone and in what comes back, on its own audio clock. Server-side figures come from the engine's
 per-stage timings. Also: how many concurrent sessions this CPU steps within a frame.
 
@@ -15,7 +15,6 @@ import statistics
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assistant.loader import build_engine  # noqa: E402
+from core.audio import save_audio  # noqa: E402
 from tests.support.loopback import serving, started_page  # noqa: E402
 
 
@@ -31,9 +31,7 @@ def click_wav(path: Path, rate: int = 48_000) -> Path:
     audio = np.zeros(int(6 * rate))
     start = int(2.5 * rate)
     audio[start:start + int(0.3 * rate)] = 0.8 * np.sign(np.sin(2 * np.pi * 500 * np.arange(int(0.3 * rate)) / rate))
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
-        w.writeframes((audio * 32767).astype("<i2").tobytes())
+    save_audio(path, torch.from_numpy(audio)[None], rate)
     return path
 
 

@@ -16,12 +16,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.evaluate import Recognizer, round_trip, word_error_rate  # noqa: E402
 from assistant.synth.dialogue import vocabulary  # noqa: E402
 from assistant.synth.speech import ASSISTANT, HELD_OUT_VOICES, Voice, espeak, room  # noqa: E402
-from core.audio import dither  # noqa: E402
 from assistant.weights import BUNDLED  # noqa: E402
 from codec.checkpoint import load_codec  # noqa: E402
+from core.audio import dither  # noqa: E402
+from tests.support.evaluate import Recognizer, round_trip, word_error_rate  # noqa: E402
 
 
 def scores(clean: list[torch.Tensor], decoded: list[torch.Tensor], rate: int) -> tuple[float, float]:

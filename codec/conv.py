@@ -6,7 +6,7 @@ tail of its output. Offline is simply one step from a fresh (zero) state.
 
 Streaming steps deep in the network are a few samples long, where a plain
 matmul over unfolded windows reads the weights once and beats the conv
-kernels' setup cost (about 2-3x on the widest Mimi layers on a CPU).
+kernels' setup cost on a CPU.
 """
 from __future__ import annotations
 
@@ -17,9 +17,8 @@ from torch import nn
 from core.errors import CodecInputError
 from core.state import State
 
-
 # Below these many output (conv) or input (transposed conv) steps, use the matmul form;
-# 1x1 convs always use it (they are a plain linear map). Measured on Mimi's layer shapes.
+# 1x1 convs always use it (they are a plain linear map). Chosen on Mimi's layer shapes (bench/codec.py).
 SHORT_CONV = 16
 SHORT_CONVTR = 64
 

@@ -3,26 +3,26 @@ in echo mode on 127.0.0.1: real WebRTC, real codecs, real sockets."""
 from __future__ import annotations
 
 import asyncio
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 import pytest_asyncio
+import torch
 
 from assistant.engine import Engine
+from core.audio import save_audio
 from tests.support.loopback import CHROMIUM, serving, started_page
 
 from ..conftest import random_codec
+
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
 
 
 def write_wav(path: Path, seconds: float = 6.0, rate: int = 48_000) -> Path:
     t = np.arange(int(seconds * rate)) / rate
     audio = np.where((t > 1.0) & (t < 4.0), 0.4 * np.sin(2 * np.pi * 330 * t), 0.0)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
-        w.writeframes((audio * 32767).astype("<i2").tobytes())
+    save_audio(path, torch.from_numpy(audio)[None], rate)
     return path
 
 

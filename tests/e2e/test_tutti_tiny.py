@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import wave
 from pathlib import Path
 
 import cv2
@@ -16,9 +15,8 @@ import pytest
 import pytest_asyncio
 
 from assistant.loader import build_engine
-from tests.support.evaluate import answer_correct, held_out_cases, normalise
 from assistant.synth.dialogue import answers
-
+from tests.support.evaluate import answer_correct, held_out_cases, normalise
 from tests.support.loopback import CHROMIUM, serving, started_page
 
 pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)"),
@@ -30,14 +28,13 @@ MIC_THRESHOLD = 0.02
 
 def write_question(path: Path, audio: np.ndarray, rate: int) -> tuple[float, float]:
     """The question after LEAD s of quiet, 4 s of quiet after it; returns when its sound starts and ends (s)."""
-    from core.audio import resample
     import torch
+
+    from core.audio import resample, save_audio
 
     speech = resample(torch.from_numpy(audio).float(), rate, 48_000).numpy()
     full = np.concatenate([np.zeros(int(LEAD * 48_000)), speech, np.zeros(4 * 48_000)])
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(48_000)
-        w.writeframes((np.clip(full, -1, 1) * 32767).astype("<i2").tobytes())
+    save_audio(path, torch.from_numpy(full)[None], 48_000)
     return float(np.flatnonzero(np.abs(full) > MIC_THRESHOLD)[0]) / 48_000, LEAD + len(speech) / 48_000
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from tests.support.webrtc_client import webrtc_session
 from assistant.engine import Engine
-from tests.support.loopback import serving
 from assistant.server import WEBRTC
+from tests.support.loopback import serving
+from tests.support.webrtc_client import webrtc_session
 
 from ..conftest import random_codec
 

@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 import soundfile as sf
 
-
 ASK_CASE = 2  # "how many shapes do you see", two shapes: one the shipped model answers (as most count questions)
 
 

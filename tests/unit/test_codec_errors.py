@@ -7,8 +7,8 @@ from safetensors.torch import load_file, save_file
 
 from codec import CheckpointError, CodecInputError, load_codec, preset, save_codec
 from codec.checkpoint import MIMI_KEYS
-from core.checkpoint import rename_keys
 from codec.model import MimiCodec
+from core.checkpoint import rename_keys
 from tests.conftest import random_codec
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from assistant.engine import Engine, EngineError
-from assistant.session import Session
 from assistant.model.config import lm_preset
 from assistant.model.lm import StreamingLM
+from assistant.session import Session
 from core.audio import resample
 from core.errors import CodecInputError
 from encoders import SiglipVision, vision_preset

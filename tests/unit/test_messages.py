@@ -1,0 +1,62 @@
+"""The WebSocket protocol's serializer, shared by the server and the Python client, and the offer parser."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from assistant.transport import messages
+from assistant.transport.webrtc import OfferError, parse_offer
+
+
+def test_audio_round_trips_as_int16():
+    samples = np.array([0.0, 0.5, -0.5, 1.0, -1.0, 2.0], np.float32)
+    data = messages.audio(samples)
+    assert len(data) == 2 * len(samples)
+    np.testing.assert_allclose(messages.parse_audio(data), np.clip(samples, -1, 1), atol=1 / 32767)
+    with pytest.raises(messages.ProtocolError, match="whole int16") as refused:
+        messages.parse_audio(b"\x00\x01\x02")
+    assert refused.value.reason == "bad_audio"
+
+
+def test_images_round_trip_and_bad_ones_are_named():
+    frame = np.random.default_rng(0).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    sent = messages.parse(messages.image(frame))
+    assert sent["type"] == "image" and (sent["width"], sent["height"]) == (10, 6)
+    np.testing.assert_array_equal(messages.parse_image(sent), frame)
+    for bad, words in ((dict(sent, data="AAAA"), "do not make a 10x6"), (dict(sent, encoding="rgb24"), "bgr24"),
+                       (dict(sent, width=5000), "sides"), ({"type": "image"}, "integer width")):
+        with pytest.raises(messages.ProtocolError, match=words):
+            messages.parse_image(bad)
+
+
+def test_text_messages_need_an_object_with_a_type():
+    assert messages.parse(messages.message("caption", text=" red", step=3)) == {"type": "caption", "text": " red",
+                                                                                "step": 3}
+    for bad in ("not json", "[1, 2]", json.dumps({"kind": "hello"})):
+        with pytest.raises(messages.ProtocolError, match="JSON objects") as refused:
+            messages.parse(bad)
+        assert refused.value.reason == "bad_json"
+    assert messages.parse_rate({"sample_rate": 16000}, 48_000) == 16000
+    assert messages.parse_rate({}, 48_000) == 48_000
+    for rate in (5, "fast", None):
+        with pytest.raises(messages.ProtocolError, match="8000..192000"):
+            messages.parse_rate({"sample_rate": rate}, 48_000)
+
+
+SDP = ("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+       "a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\n"
+       "a=candidate:2 1 udp 2122260223 192.0.2.7 50001 typ host\r\n")
+
+
+def test_offers_are_parsed_and_loopback_keeps_only_local_candidates():
+    body = json.dumps({"sdp": SDP, "type": "offer"})
+    assert parse_offer(body) == SDP
+    local = parse_offer(body.encode(), loopback=True)
+    assert "127.0.0.1 50000" in local and "192.0.2.7" not in local and local.startswith("v=0\r\nm=audio")
+    for bad, status, reason in ((b"\xff\xfe", 400, "bad_offer"), ('{"sdp": "v=0", "type": "answer"}', 400, "bad_offer"),
+                                ('{"sdp": "v=0\\r\\nm=video 9 x 96\\r\\n", "type": "offer"}', 400, "no_audio")):
+        with pytest.raises(OfferError) as refused:
+            parse_offer(bad)
+        assert (refused.value.status, refused.value.reason) == (status, reason)
