@@ -58,7 +58,7 @@ class Engine:
         self.preset = ModelPreset(codec.cfg, None if lm is None else lm.cfg, None if vision is None else vision.cfg,
                                   vision_pool)  # checks that they fit together
         self.codec, self.lm, self.vision, self.tokenizer = codec, lm, vision, tokenizer
-        self.max_sessions, self.greedy, self.vision_pool = max_sessions, greedy, vision_pool
+        self.max_sessions, self.greedy = max_sessions, greedy
         self.sessions: list[Session] = []
         self._encoders: dict[int, SparseEncoder] = {}
         self._state: dict | None = None
@@ -92,7 +92,7 @@ class Engine:
             self._state = fresh if self._state is None else cat_rows([self._state, fresh])
             self.sessions.append(session)
             if self.vision is not None:
-                self._encoders[session.id] = SparseEncoder(self.vision, SparseSettings(pool=self.vision_pool))
+                self._encoders[session.id] = SparseEncoder(self.vision, SparseSettings(pool=self.preset.vision_pool))
             return session
 
     @contextmanager
@@ -179,7 +179,8 @@ class Engine:
                 log.warning("session %d: camera frame refused: %s", session.id, e)
                 continue
             session.vision_step, session.vision_seconds = step, result.seconds
-            session.vision_changes = (self.vision.cfg.grid // self.vision_pool, result.changed.tolist(), result.recomputed)
+            grid = self.vision.cfg.grid // self.preset.vision_pool
+            session.vision_changes = (grid, result.changed.tolist(), result.recomputed)
             self.lm.update_vision(state["lm"], row, result.tokens, changed=result.changed)
 
     # -- the clock -------------------------------------------------------------------------------

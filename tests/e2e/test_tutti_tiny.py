@@ -1,8 +1,8 @@
 """The bundled model end to end: headless Chromium whose fake microphone asks a question (a held-out voice) and
 whose fake camera shows a scene, connected to `tutti serve` over loopback WebRTC. The captions must be one of
 the domain's answers, spoken after the question, and the answer's speech must arrive; whether the answer is
-the right one is printed (the model answers 32% of held-out questions right offline, so a right answer cannot
-be required here; tests/model checks accuracy), with the time from the end of the question to the answer."""
+the right one is printed (the model misses some held-out questions, so a right answer cannot be required
+here; tests/model checks accuracy), with the time from the end of the question to the answer."""
 from __future__ import annotations
 
 import asyncio
