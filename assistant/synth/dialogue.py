@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .scenes import NUMBERS, SHAPES, COLOURS, Item, Scene
+from .scenes import NUMBERS, Item, Scene
 
 SOCIAL = {
     "greet": (("hello", "hi there", "hello tutti", "good morning", "hey tutti"), "hello, I can see and hear you"),

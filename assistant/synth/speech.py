@@ -83,7 +83,7 @@ def _phonemes(word: str, voice: str) -> str:
 def voiceless_wh(text: str, voice: str) -> str:
     """The text with its wh-words spelt in the voice's own phonemes but for a voiceless onset, /ʍ/ (espeak's
     `w#`), as Scottish, Irish and some American speakers say "where" and "what": no training accent does,
-    and questions starting so were misheard most (held-out Scottish voices: "where" 59% right, 94% elsewhere)."""
+    and questions starting so were the ones misheard most (docs/training.md)."""
     said = []
     for word in text.split():
         sounds = _phonemes(word, voice) if word.startswith("wh") else ""

@@ -1,6 +1,6 @@
 """Weight averaging of two runs of one lineage (a run and its warm-started successor, or the shipped weights and
 a run from them): the mean often generalises better than either end point, and it keeps the earlier weights'
-cleaner speech while taking most of the later run's answers (tutti-tiny's 3f in docs/training.md)."""
+cleaner speech while taking most of the later run's answers (docs/training.md)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from codec.checkpoint import load_codec, save_codec
 from codec.config import CodecConfig, preset
@@ -22,7 +23,6 @@ from codec.model import MimiCodec, TrainOutput
 from codec.spectral import multi_scale_mel_loss
 from core.audio import dither
 
-from ..progress import progress
 from ..synth.dialogue import vocabulary
 from ..synth.speech import ASSISTANT, TRAIN_VOICES, Voice, espeak, room
 from .loop import Schedule, Stage, unwrap
@@ -69,9 +69,9 @@ def render_speech(recipe: CodecRecipe, seed: int, cache: Path | None) -> tuple[l
     sentences = vocabulary()
     sr = recipe.config.sample_rate
     user = [dither(room(espeak(str(rng.choice(sentences)), Voice.draw(rng, TRAIN_VOICES), sr), rng, sr), rng)
-            for _ in progress(range(recipe.user_clips), recipe.user_clips, "rendering user speech")]
+            for _ in tqdm(range(recipe.user_clips), "rendering user speech", disable=None)]
     assistant = [dither(espeak(str(rng.choice(sentences)), ASSISTANT, sr) * 0.7, rng)
-                 for _ in progress(range(recipe.assistant_clips), recipe.assistant_clips, "rendering assistant speech")]
+                 for _ in tqdm(range(recipe.assistant_clips), "rendering assistant speech", disable=None)]
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"user": user, "assistant": assistant}, cache)
@@ -100,7 +100,7 @@ def clip_batch(pools: tuple[list[torch.Tensor], list[torch.Tensor]], recipe: Cod
 def init_weights(model: MimiCodec) -> MimiCodec:
     """He initialisation of the convolutions, zero biases. PyTorch's default conv init shrinks the
     signal about 0.6x per layer, so a fresh encoder's output barely varies with its input and
-    training stalls at the average spectrum (measured: log-mel L1 stuck at the constant predictor's)."""
+    training stalls at the average spectrum (the log-mel loss stays at a constant predictor's)."""
     for module in model.modules():
         if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d)) and module.groups == 1:
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu")

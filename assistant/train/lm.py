@@ -19,25 +19,26 @@ import multiprocessing
 import os
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from codec.checkpoint import load_codec
 from codec.model import MimiCodec
 from core.audio import dither
 from encoders.siglip import load_vision, save_vision
 
+from ..model.checkpoint import load_lm, save_lm
 from ..model.config import LMConfig, lm_preset
 from ..model.lm import StreamingLM
-from ..model.checkpoint import load_lm, save_lm
 from ..model.tokenizer import TextTokenizer
-from ..progress import progress
 from ..synth.dialogue import draw_turn, vocabulary
 from ..synth.scenes import Scene
 from ..synth.speech import ASSISTANT, MORE_VOICES, TRAIN_VOICES, Voice, espeak, room, voiceless_wh, warp
@@ -47,6 +48,35 @@ from .vision import PatchReadout, labelled_scenes, scene_pixels
 PAD_WEIGHT = 0.2  # most text frames are padding; the words matter more
 
 
+def _crc(text: str) -> str:
+    return f"{zlib.crc32(text.encode()):08x}"
+
+
+def _key(tag: str, write: Callable[[Any], str], always: bool = False) -> dict[str, Any]:
+    """A `RenderSettings` field's part of the cache key: `tag` + write(value), left out at the field's default
+    unless `always`."""
+    return {"tag": tag, "write": write, "always": always}
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """How the users' questions are drawn and spoken. The fields name the cached dialogues (`key`), so a setting
+    is added here once and its dialogues are cached apart; at its default it leaves the key, and with it the
+    existing caches, as they were."""
+    voices: tuple[str, ...] = field(default=TRAIN_VOICES, metadata=_key("v", lambda v: _crc(" ".join(v)), always=True))
+    # (intent, weight) to draw the questions unevenly: `draw_turn`
+    intents: tuple[tuple[str, float], ...] = field(default=(), metadata=_key("i", lambda v: _crc(repr(v))))
+    # each question played up to this much slower or faster (`synth.speech.warp`); 0: as rendered
+    warp: float = field(default=0.0, metadata=_key("w", "{:g}".format))
+    # the share of questions whose wh-words start voiceless ("hw": `synth.speech.voiceless_wh`)
+    wh: float = field(default=0.0, metadata=_key("h", "{:g}".format))
+
+    def key(self) -> str:
+        """The settings as they name a cache file, e.g. "vf46e463a-ifba65583-w0.12"."""
+        return "-".join(f.metadata["tag"] + f.metadata["write"](getattr(self, f.name))
+                        for f in dataclasses.fields(self) if f.metadata["always"] or getattr(self, f.name) != f.default)
+
+
 @dataclass(frozen=True)
 class LMRecipe:
     config: LMConfig
@@ -54,20 +84,17 @@ class LMRecipe:
     batch: int
     frames: int  # steps per example
     examples: int  # dialogues generated once per run
-    voices: tuple[str, ...] = TRAIN_VOICES  # the users' voices
+    render: RenderSettings = RenderSettings()  # the users' voices and questions
     tune_vision: bool = False  # train the vision encoder with the LM instead of keeping it frozen
     # Weight of the vision recipe's per-patch read-out (`PatchReadout` on `readout_scenes` fresh scenes a step,
-    # every covered patch labelled) while the encoder trains along: without it the LM's losses alone wore
-    # the encoder's shape reading down (probe 67% -> 62% in 3h).
+    # every covered patch labelled) while the encoder trains along: without it the LM's losses alone wear the
+    # encoder's shape reading down (docs/training.md).
     readout: float = 0.0
     readout_scenes: int = 8
-    intents: tuple[tuple[str, float], ...] = ()  # (intent, weight) to draw the questions unevenly: `draw_turn`
-    warp: float = 0.0  # each question played up to this much slower or faster (`synth.speech.warp`); 0: as rendered
-    wh: float = 0.0  # the share of questions whose wh-words start voiceless ("hw": `synth.speech.voiceless_wh`)
 
 
 RECIPES = {
-    # 20 000 dialogues: with 6 000 the model learnt them by heart (86% of training words right, 30% of new ones).
+    # 20 000 dialogues: with far fewer the model learnt them by heart and answered new ones poorly (docs/history.md).
     # Batch 16 per process; tutti-tiny was trained by two processes (torchrun), 32 dialogues a step.
     "tiny": LMRecipe(lm_preset("tiny"), Schedule(steps=1400, lr=1e-3, warmup=150, save_every=200), batch=16,
                      frames=88, examples=20_000),
@@ -85,34 +112,35 @@ RECIPES = {
     # Goes on from "tiny-stream"'s weights (--init, --vision) with five times the voices and the vision encoder
     # trained along: answers about shapes and places teach the encoder what the LM needs to see.
     "tiny-voices": LMRecipe(lm_preset("tiny"), Schedule(steps=1000, lr=3e-4, warmup=50, save_every=100), batch=16,
-                            frames=88, examples=10_000, voices=MORE_VOICES, tune_vision=True),
+                            frames=88, examples=10_000, render=RenderSettings(MORE_VOICES), tune_vision=True),
     # Goes on from "tiny-voices"'s weights (--init; --vision: the encoder "tiny-shapes" trained further) with the
     # vision read-out kept as a second task, so the encoder's shape reading survives the LM's training.
     "tiny-readout": LMRecipe(lm_preset("tiny"), Schedule(steps=1000, lr=3e-4, warmup=50, save_every=100), batch=16,
-                             frames=88, examples=10_000, voices=MORE_VOICES, tune_vision=True, readout=0.5),
+                             frames=88, examples=10_000, render=RenderSettings(MORE_VOICES), tune_vision=True,
+                             readout=0.5),
     "smoke": LMRecipe(lm_preset("test").with_(card=32, n_q=8, dep_q=4, delays=(0, 0, 1, 1, 1, 0, 1, 1, 1), text_card=80,
                                               vision_dim=32, vision_tokens=64),
                       Schedule(steps=4, lr=1e-3, warmup=1, save_every=2, log_every=2), batch=2, frames=40, examples=3),
 }
-# "tiny-readout" with the scene questions it answered worst asked more often: "where" (35% of held-out questions
-# right under 3n) three times, "shape" (70%) and "colour" (76%) twice as often as the others (3o and 3p:
-# 79.8% -> 84.3% of 1 000 held-out questions, "where" 62%; docs/training.md).
-RECIPES["tiny-scenes"] = dataclasses.replace(RECIPES["tiny-readout"],
-                                             intents=(("where", 3.0), ("shape", 2.0), ("colour", 2.0)))
-# "tiny-scenes" with the voices warped and the questions re-weighted from 3p's misses on 1 000 held-out cases:
-# most were heard wrong (Scottish and Lancaster voices' "goodbye" answered as a greeting, "where is the star" as
-# thanks), so every voice is played up to 12% slower or faster; "where" (62% right) stays at three, "bye" (77%)
-# goes to two, the other intents under 90% to one and a half. One round from 3q (3r) came out level with it;
-# one after a fourth "tiny-scenes" round (3t) answered 88.2% of 1 400 held-out cases, against 3q's 88.1%; the
-# mean of 3t and one more round of each (3w) 89.4%, and with a further "tiny-scenes" round in the mean (3y) 89.9%.
-RECIPES["tiny-warp"] = dataclasses.replace(RECIPES["tiny-readout"], warp=0.12, intents=(
-    ("where", 3.0), ("bye", 2.0), ("greet", 1.5), ("see", 1.5), ("shape", 1.5), ("colour", 1.5)))
-# "tiny-scenes" with half the questions' "where", "what" and "which" said with a voiceless "hw" onset: 3y's misses
-# on 1 000 held-out cases were mostly questions heard wrong, and most of those in the Scottish voices, whose
-# espeak accent says "wh" so and no training accent does ("where" 59% right in them, 94% in the other held-out
-# accent). The onset is spelt in each training voice's own phonemes; held-out voices stay out.
-RECIPES["tiny-wh"] = dataclasses.replace(RECIPES["tiny-scenes"], wh=0.5)
-RECIPES["smoke-vision"] = dataclasses.replace(RECIPES["smoke"], voices=MORE_VOICES, tune_vision=True)
+# "tiny-readout" with the scene questions it answered worst asked more often: "where" three times, "shape" and
+# "colour" twice as often as the others (docs/training.md).
+RECIPES["tiny-scenes"] = dataclasses.replace(RECIPES["tiny-readout"], render=RenderSettings(
+    MORE_VOICES, intents=(("where", 3.0), ("shape", 2.0), ("colour", 2.0))))
+# "tiny-scenes" with the voices warped and the questions re-weighted from its misses on held-out cases: most were
+# heard wrong (Scottish and Lancaster voices' "goodbye" answered as a greeting, "where is the star" as thanks), so
+# every voice is played up to 12% slower or faster; "where", still answered worst, stays at three, "bye" goes to
+# two, the other intents it missed most to one and a half (docs/training.md; the rounds it was trained in and how
+# they compared: docs/history.md).
+RECIPES["tiny-warp"] = dataclasses.replace(RECIPES["tiny-readout"], render=RenderSettings(
+    MORE_VOICES, warp=0.12,
+    intents=(("where", 3.0), ("bye", 2.0), ("greet", 1.5), ("see", 1.5), ("shape", 1.5), ("colour", 1.5))))
+# "tiny-scenes" with half the questions' "where", "what" and "which" said with a voiceless "hw" onset: the misses
+# left on held-out cases were mostly questions heard wrong, most of those in the Scottish voices, whose espeak
+# accent says "wh" so and no training accent does (docs/training.md). The onset is spelt in each training voice's
+# own phonemes; held-out voices stay out.
+RECIPES["tiny-wh"] = dataclasses.replace(RECIPES["tiny-scenes"],
+                                         render=dataclasses.replace(RECIPES["tiny-scenes"].render, wh=0.5))
+RECIPES["smoke-vision"] = dataclasses.replace(RECIPES["smoke"], render=RenderSettings(MORE_VOICES), tune_vision=True)
 RECIPES["smoke-readout"] = dataclasses.replace(RECIPES["smoke-vision"], readout=1.0, readout_scenes=2)
 
 
@@ -140,10 +168,9 @@ LEAD_FRAMES = 6  # quiet frames encoded before a speech segment, so its codes st
 SILENCE_SECONDS = 60  # a pool of encoded quiet, sliced to fill the streams between speech
 ANSWER_PAUSE = 4  # frames from the end of the question to the answer: one fixed pause is easiest to learn
 # The assistant's stream (its words' codes and the quiet between them) is dithered by this seed, not the run's: a
-# word's finer codes change with the dither, so until tiny-voices each run's seed taught the LM another set of codes
-# for the same words (the first 50 steps of a warm start relearnt them, audio loss 0.05 -> 3.9) and its speech
-# blurred (held-out answers' WER 13.3% against 2.3% for espeak). 2: tiny-stream's seed, whose codes the shipped LM
-# speaks (the tiny-voices runs of 2026-11-26 used 3).
+# word's finer codes change with the dither, so when each run's seed dithered them, each run taught the LM another
+# set of codes for the same words: a warm start spent its first steps relearning them and its speech blurred
+# (docs/history.md). 2: tiny-stream's seed, whose codes the shipped LM speaks.
 ASSISTANT_SEED = 2
 
 
@@ -153,18 +180,18 @@ class Renderer:
     The user's stream is encoded whole, from the session's start, as the engine encodes it live: dithered
     quiet with the question in it. (Encoding only the question and pasting its codes into slices of encoded
     quiet is cheaper, but the codes around the question then differ from what the engine hands the LM, and
-    the same LM answered 81% of questions given pasted codes against 70% given whole streams.) The
+    an LM trained on pasted codes answers far fewer questions given whole streams: docs/history.md.) The
     assistant's stream is its words' codes, each word rendered once after a few frames of quiet and padded
     to whole frames, laid over slices of a pool of encoded quiet: at run time the LM hears its own codes,
     so they need only be consistent. The codec runs on `device` (a GPU encodes far faster than the CPU
     draws the speech)."""
 
     def __init__(self, codec: MimiCodec, tokenizer: TextTokenizer, cfg: LMConfig, frames: int, image_size: int,
-                 seed: int = 0, device: torch.device = torch.device("cpu"), voices: tuple[str, ...] = TRAIN_VOICES,
-                 intents: tuple[tuple[str, float], ...] = (), warp: float = 0.0, wh: float = 0.0):
+                 seed: int = 0, device: torch.device = torch.device("cpu"),
+                 settings: RenderSettings = RenderSettings()) -> None:
         self.codec, self.tokenizer, self.cfg, self.frames = codec.to(device), tokenizer, cfg, frames
-        self.image_size, self.seed, self.device, self.voices = image_size, seed, device, voices
-        self.intents, self.warp, self.wh = dict(intents), warp, wh
+        self.image_size, self.seed, self.device = image_size, seed, device
+        self.settings, self.intents = settings, dict(settings.intents)
         self.sr, self.frame = codec.cfg.sample_rate, codec.cfg.frame_size
         quiet = np.random.default_rng([ASSISTANT_SEED, 5])
         self.silence = self._encode([torch.zeros(SILENCE_SECONDS * self.sr)], quiet, lead=0)[0]
@@ -202,13 +229,13 @@ class Renderer:
         first frame."""
         scene = Scene.draw(rng)
         turn = draw_turn(scene, rng, self.intents)
-        voice = Voice.draw(rng, self.voices)
+        voice = Voice.draw(rng, self.settings.voices)
         asked = turn.question  # drawn only when asked for, so the other recipes render the dialogues they always did
-        if self.wh and rng.random() < self.wh:
+        if self.settings.wh and rng.random() < self.settings.wh:
             asked = voiceless_wh(asked, voice.name)
         question = espeak(asked, voice, self.sr)
-        if self.warp:  # drawn only then: unwarped recipes render the dialogues they always rendered
-            question = warp(question, rng, self.warp, self.sr)
+        if self.settings.warp:  # drawn only then: unwarped recipes render the dialogues they always rendered
+            question = warp(question, rng, self.settings.warp, self.sr)
         question = room(question, rng, self.sr)
         first = int(rng.uniform(0.3, 2.0) / (self.frame / self.sr))
         question = question[: (self.frames - first) * self.frame]
@@ -292,22 +319,17 @@ class RenderJob:
     image_size: int
     seed: int
     device: str
-    voices: tuple[str, ...] = TRAIN_VOICES
-    intents: tuple[tuple[str, float], ...] = ()
-    warp: float = 0.0
-    wh: float = 0.0
+    render: RenderSettings = RenderSettings()
 
     @classmethod
     def of(cls, recipe: LMRecipe, codec: Path, tokenizer: Path, image_size: int, seed: int,
            device: str = "cpu") -> RenderJob:
         """The job for `recipe`'s dialogues, so the training stage and the tests build it the same way."""
-        return cls(codec, tokenizer, recipe.config, recipe.frames, image_size, seed, device, recipe.voices,
-                   recipe.intents, recipe.warp, recipe.wh)
+        return cls(codec, tokenizer, recipe.config, recipe.frames, image_size, seed, device, recipe.render)
 
     def renderer(self) -> Renderer:
         return Renderer(load_codec(self.codec).eval(), TextTokenizer(self.tokenizer), self.config, self.frames,
-                        self.image_size, self.seed, torch.device(self.device), self.voices, self.intents, self.warp,
-                        self.wh)
+                        self.image_size, self.seed, torch.device(self.device), self.render)
 
 
 _worker_renderer: Renderer | None = None
@@ -321,39 +343,37 @@ def _render_in_worker(job: RenderJob, start: int, count: int, path: Path) -> Non
     render_shard(_worker_renderer, start, count, path)
 
 
+def shards(recipe: LMRecipe, job: RenderJob, out: Path) -> list[tuple[int, int, Path]]:
+    """The run's cache files in `out` as (first dialogue, count, path), named by the layout, seed, codec that
+    encoded them, render settings and the pixels' size: a change to any renders anew instead of reusing them."""
+    key = f"{fingerprint(job.codec)}-{job.render.key()}"
+    counts = [(s, min(SHARD, recipe.examples - s)) for s in range(0, recipe.examples, SHARD)]
+    return [(s, n, out / f"lm-{LAYOUT}-{job.seed}-{key}-{job.image_size}px-{s}-{n}.pt") for s, n in counts]
+
+
 def dialogues(recipe: LMRecipe, job: RenderJob, out: Path, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The run's dialogues (frames, packed pixels), cached in `out` in shards named by the layout, seed, codec
-    that encoded them, users' voices, intents' weights, warp and wh (if any) and the pixels' size. Under torchrun each
-    process renders its share of the missing shards, with `workers` processes of its own (0: in this
-    process), then all load them."""
-    key = f"{fingerprint(job.codec)}-v{zlib.crc32(' '.join(job.voices).encode()):08x}"
-    if job.intents:
-        key += f"-i{zlib.crc32(repr(job.intents).encode()):08x}"
-    if job.warp:
-        key += f"-w{job.warp:g}"
-    if job.wh:
-        key += f"-h{job.wh:g}"
-    starts = range(0, recipe.examples, SHARD)
-    paths = [out / f"lm-{LAYOUT}-{job.seed}-{key}-{job.image_size}px-{s}-{min(SHARD, recipe.examples - s)}.pt"
-             for s in starts]
+    """The run's dialogues (frames, packed pixels), cached in `out` (`shards`). Under torchrun each process
+    renders its share of the missing shards, with `workers` processes of its own (0: in this process), then all
+    load them."""
+    cached = shards(recipe, job, out)
     rank, size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    mine = [(s, p) for s, p in zip(starts, paths) if not p.exists()][rank::size]
+    mine = [shard for shard in cached if not shard[2].exists()][rank::size]
     title = f"rendering {recipe.examples} dialogues"
     if workers and mine:
         # spawn, not fork: a worker may start CUDA, and this process may hold threads and a CUDA context
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            done = [pool.submit(_render_in_worker, job, s, min(SHARD, recipe.examples - s), p) for s, p in mine]
-            for future in progress(as_completed(done), len(done), title):
+            done = [pool.submit(_render_in_worker, job, *shard) for shard in mine]
+            for future in tqdm(as_completed(done), title, total=len(done), disable=None):
                 future.result()
     else:
         renderer = None
-        for s, p in progress(mine, len(mine), title):
+        for start, count, path in tqdm(mine, title, disable=None):
             renderer = renderer or job.renderer()
-            render_shard(renderer, s, min(SHARD, recipe.examples - s), p)
+            render_shard(renderer, start, count, path)
     if size > 1:
         dist.barrier()
-    shards = [torch.load(p, weights_only=True) for p in paths]
-    return torch.cat([s["frames"] for s in shards]), torch.cat([s["pixels"] for s in shards])
+    loaded = [torch.load(path, weights_only=True) for *_, path in cached]
+    return torch.cat([s["frames"] for s in loaded]), torch.cat([s["pixels"] for s in loaded])
 
 
 class Seeing(nn.Module):

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -142,29 +143,29 @@ class Trainer:
         last: dict[str, float] = {}
         count, start, first = 0, time.perf_counter(), self.step
         self.wrapped.train()
-        for data in self._batches(batch, stop):
-            for group in self.optimizer.param_groups:
-                group["lr"] = sched.lr_at(self.step)
-            terms = loss_fn(self.wrapped, data, self.step)
-            loss = sum(terms.values())
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad = torch.nn.utils.clip_grad_norm_(self.model.parameters(), sched.clip)
-            if not torch.isfinite(grad):
-                raise FloatingPointError(f"{self.stage}: non-finite gradient at step {self.step}")
-            self.optimizer.step()
-            self.step += 1
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach())
-            count += 1
-            if self.step % sched.log_every == 0 or self.step == stop:
-                last = {k: v / count for k, v in sums.items()}
-                sums, count = {}, 0
-                self._log(last, start, first)
-            if self.step % sched.save_every == 0 or self.step == stop:
-                self._save()
-        if self.show and world.main:
-            sys.stderr.write("\n")
+        with tqdm(desc=self.stage, total=sched.steps, initial=self.step, unit="step",
+                  disable=not (self.show and world.main)) as bar:
+            for data in self._batches(batch, stop):
+                for group in self.optimizer.param_groups:
+                    group["lr"] = sched.lr_at(self.step)
+                terms = loss_fn(self.wrapped, data, self.step)
+                loss = sum(terms.values())
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad = torch.nn.utils.clip_grad_norm_(self.model.parameters(), sched.clip)
+                if not torch.isfinite(grad):
+                    raise FloatingPointError(f"{self.stage}: non-finite gradient at step {self.step}")
+                self.optimizer.step()
+                self.step += 1
+                for name, value in terms.items():
+                    sums[name] = sums.get(name, 0.0) + float(value.detach())
+                count += 1
+                if self.step % sched.log_every == 0 or self.step == stop:
+                    last = {k: v / count for k, v in sums.items()}
+                    sums, count = {}, 0
+                    self._log(last, start, first, bar)
+                if self.step % sched.save_every == 0 or self.step == stop:
+                    self._save()
         return last
 
     def _batches(self, batch: Callable[[int, int], Batch], stop: int) -> Iterator[Batch]:
@@ -177,22 +178,23 @@ class Trainer:
         return iter(DataLoader(_Steps(batch, steps, self.world.rank), batch_size=None, num_workers=self.workers,
                                prefetch_factor=4, multiprocessing_context="fork"))
 
-    def _log(self, terms: dict[str, float], start: float, first: int) -> None:
+    def _log(self, terms: dict[str, float], start: float, first: int, bar: tqdm) -> None:
+        """Appends the mean loss terms to the loss log and shows them: on the progress bar when there is one,
+        else as a log line (which scripts read the step rate from)."""
         if not self.world.main:
             return
         total = sum(terms.values())
         with self.log_path.open("a") as f:
             f.write(f"{self.step}\t{total:.5f}\t" + "\t".join(f"{k}={v:.5f}" for k, v in terms.items()) + "\n")
         rate = (self.step - first) / max(time.perf_counter() - start, 1e-9)
-        eta = (self.schedule.steps - self.step) / max(rate, 1e-9)
         detail = " ".join(f"{k} {v:.3f}" for k, v in terms.items())
-        line = f"{self.stage} step {self.step}/{self.schedule.steps} loss {total:.4f} ({detail}) {rate:.2f} steps/s, eta {eta / 60:.0f} min"
         if self.show:
-            filled = int(30 * self.step / self.schedule.steps)
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {line}   ")
-            sys.stderr.flush()
+            bar.set_postfix_str(f"loss {total:.4f} ({detail}) {rate:.2f} steps/s", refresh=False)
+            bar.update(self.step - bar.n)
         else:
-            log.info(line)
+            eta = (self.schedule.steps - self.step) / max(rate, 1e-9)
+            log.info(f"{self.stage} step {self.step}/{self.schedule.steps} loss {total:.4f} ({detail}) "
+                     f"{rate:.2f} steps/s, eta {eta / 60:.0f} min")
 
 
 class _Steps(Dataset):

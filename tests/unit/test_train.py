@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -244,9 +245,9 @@ def test_batches_drawn_ahead_by_worker_processes_train_the_same_weights(tmp_path
 
 def test_the_user_stream_is_encoded_as_the_engine_encodes_it(tmp_path):
     """The LM trains on the codes the engine hands it live: the question inside dithered quiet, encoded from
-    the session's start (pasting separately encoded questions into encoded quiet cost 11 points of answers)."""
-    from core.audio import dither
+    the session's start (pasting separately encoded questions into encoded quiet cost answers: docs/history.md)."""
     from assistant.train.lm import RECIPES, Renderer, train_tokenizer
+    from core.audio import dither
 
     from ..conftest import random_codec
 
@@ -298,6 +299,11 @@ def recipe_job(recipe_name: str, tmp_path: Path):
     return recipe, RenderJob.of(recipe, BUNDLED / "codec.safetensors", tmp_path / "tokenizer.model", 56, 0)
 
 
+def rendered_as(job, **settings):
+    """The job with some of its render settings changed."""
+    return dataclasses.replace(job, render=dataclasses.replace(job.render, **settings))
+
+
 def assert_cached_apart(recipe, jobs, tmp_path: Path) -> None:
     from assistant.train.lm import dialogues
 
@@ -310,7 +316,7 @@ def assert_cached_apart(recipe, jobs, tmp_path: Path) -> None:
 def test_a_recipe_weights_up_the_questions_it_names(tmp_path):
     """"tiny-scenes" asks "where" three times as often as a social question; its dialogues are cached apart."""
     recipe, weighted = recipe_job("tiny-scenes", tmp_path)
-    even = dataclasses.replace(weighted, intents=())
+    even = rendered_as(weighted, intents=())
 
     def places(job):
         renderer = job.renderer()
@@ -325,7 +331,7 @@ def test_a_recipe_weights_up_the_questions_it_names(tmp_path):
 def test_a_warping_recipe_plays_the_same_questions_slower_or_faster(tmp_path):
     """"tiny-warp" draws each turn's question and voice as before, then warps it; its dialogues are cached apart."""
     recipe, warped = recipe_job("tiny-warp", tmp_path)
-    plain = dataclasses.replace(warped, warp=0.0)
+    plain = rendered_as(warped, warp=0.0)
     rendered = [[r.layout(np.random.default_rng([0, i])) for i in range(8)]
                 for r in (plain.renderer(), warped.renderer())]
     ratios = [len(w[1]) / len(p[1]) for p, w in zip(*rendered)]
@@ -338,11 +344,47 @@ def test_a_wh_recipe_asks_the_same_questions_some_with_a_voiceless_wh(tmp_path):
     """"tiny-wh" draws each turn and voice as "tiny-scenes" does, then says some questions' "wh" as "hw"; its
     dialogues are cached apart."""
     recipe, hw = recipe_job("tiny-wh", tmp_path)
-    plain = dataclasses.replace(hw, wh=0.0)
+    plain = rendered_as(hw, wh=0.0)
     rendered = [[r.layout(np.random.default_rng([0, i])) for i in range(8)] for r in (plain.renderer(), hw.renderer())]
     assert all(p[3] == w[3] for p, w in zip(*rendered))  # the same answers: the same turns were drawn
     assert sum(len(p[1]) != len(w[1]) for p, w in zip(*rendered)) >= 2  # some said otherwise
     assert_cached_apart(recipe, (plain, hw), tmp_path)
+
+
+def test_every_render_setting_names_the_dialogue_cache():
+    """Dialogues rendered otherwise are cached apart: setting any field to another value changes the key, and so
+    does setting it back."""
+    from assistant.synth.speech import MORE_VOICES
+    from assistant.train.lm import RenderSettings
+
+    other = {"voices": MORE_VOICES, "intents": (("where", 3.0),), "warp": 0.12, "wh": 0.5}
+    assert set(other) == {f.name for f in dataclasses.fields(RenderSettings)}  # a new setting needs a value here
+    plain, changed = RenderSettings(), RenderSettings(**other)
+    for start, values in ((plain, other), (changed, {name: getattr(plain, name) for name in other})):
+        keys = {start.key()} | {dataclasses.replace(start, **{name: value}).key() for name, value in values.items()}
+        assert len(keys) == 1 + len(values), keys
+
+
+def test_dialogue_caches_rendered_before_keep_their_names(tmp_path):
+    """Every recipe's cache files are named as the former, hand-written key named them, so caches already
+    rendered stay valid."""
+    from assistant.train.lm import LAYOUT, RECIPES, SHARD, RenderJob, fingerprint, shards
+    from assistant.weights import BUNDLED
+
+    def legacy(recipe, job) -> list[Path]:
+        key = f"{fingerprint(job.codec)}-v{zlib.crc32(' '.join(job.render.voices).encode()):08x}"
+        if job.render.intents:
+            key += f"-i{zlib.crc32(repr(job.render.intents).encode()):08x}"
+        if job.render.warp:
+            key += f"-w{job.render.warp:g}"
+        if job.render.wh:
+            key += f"-h{job.render.wh:g}"
+        return [tmp_path / f"lm-{LAYOUT}-{job.seed}-{key}-{job.image_size}px-{s}-{min(SHARD, recipe.examples - s)}.pt"
+                for s in range(0, recipe.examples, SHARD)]
+
+    for name, recipe in RECIPES.items():
+        job = RenderJob.of(recipe, BUNDLED / "codec.safetensors", tmp_path / "tokenizer.model", 56, 1)
+        assert [path for *_, path in shards(recipe, job, tmp_path)] == legacy(recipe, job), name
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
