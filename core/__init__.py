@@ -15,4 +15,7 @@
     ├── CheckpointError (ValueError): a file missing, corrupt or not fitting the model
     └── EngineError (ValueError): a model combination or request the engine cannot serve
         └── MismatchError: stages that do not fit together (codec, LM and vision of a preset)
+
+Layers above add their own kinds: the WebSocket protocol's `ProtocolError` (an InputError), the training
+data's `SpeechError` (espeak-ng missing or failing).
 """

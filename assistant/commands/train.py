@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from core.errors import TuttiError
+
 from ..train.average import AVERAGED, average_runs
 from ..train.loop import Trainer, init_world
 
@@ -88,7 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="lm: the trained vision encoder whose tokens the LM attends to")
     p.add_argument("--init", help="vision, lm: start from these weights (e.g. an earlier run's vision.safetensors or "
                                   "lm.safetensors) instead of random ones; a checkpoint in --out still takes precedence")
-    p.set_defaults(func=run, errors=(ValueError, OSError))
+    p.set_defaults(func=run, errors=(TuttiError, ValueError, OSError))
 
     p = sub.add_parser("average", help="average the weights of two runs of one lineage",
                        description=f"Writes (1 - w) * A + w * B of each of {', '.join(AVERAGED)} that A holds "

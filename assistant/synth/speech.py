@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from core.audio import resample
+from core.errors import TuttiError
 
 ASSISTANT_VOICE = "en-us+klatt3"
 TRAIN_VOICES = tuple(f"{lang}+{variant}" for lang in ("en-us", "en-gb", "en-gb-x-rp", "en-029")
@@ -32,8 +33,8 @@ MORE_VOICES = tuple(f"{lang}+{variant}" for lang in ("en-us", "en-gb", "en-gb-x-
                                     "steph", "travis", "Alex", "Gene", "max"))
 
 
-class SpeechError(RuntimeError):
-    pass
+class SpeechError(TuttiError, RuntimeError):
+    """espeak-ng is missing or failed to speak."""
 
 
 @dataclass(frozen=True)

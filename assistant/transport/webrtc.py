@@ -25,7 +25,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from core.audio import StreamingResampler, from_pcm16, to_pcm16
-from core.errors import EngineError
+from core.errors import EngineError, TuttiError
 
 from ..engine import Engine
 from ..metrics import Metrics
@@ -106,7 +106,7 @@ class SpeechTrack(MediaStreamTrack):
 BAD_BODY = 'the body must be JSON {"sdp": "...", "type": "offer"}'
 
 
-class OfferError(Exception):
+class OfferError(TuttiError):
     """An offer refused before any session starts: the HTTP status, the message, the metrics' reason."""
 
     def __init__(self, status: int, text: str, reason: str) -> None:
