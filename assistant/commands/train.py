@@ -7,57 +7,21 @@ Runs resume from the checkpoint in --out; start several processes with
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
-from dataclasses import replace
 from pathlib import Path
-
-import torch
 
 from core.errors import TuttiError
 
 from ..train.average import AVERAGED, average_runs
-from ..train.loop import Trainer, init_world
+from ..train.run import STAGES, train
 
-STAGES = {"codec": "codec", "vision": "vision", "lm": "lm"}
 log = logging.getLogger(__name__)
 
 
 def run(args: argparse.Namespace) -> int:
-    module = importlib.import_module(f"assistant.train.{STAGES[args.stage]}")
-    if args.recipe not in module.RECIPES:
-        raise ValueError(f"unknown {args.stage} recipe {args.recipe!r}; choose from {', '.join(module.RECIPES)}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but no CUDA GPU is available")
-    world = init_world(device)
-    if device.type == "cuda":
-        device = torch.device("cuda", world.rank % torch.cuda.device_count())
-    out = Path(args.out)
-    torch.manual_seed(args.seed)  # identical initial weights on every process
-    init = Path(args.init) if args.init else None
-    if args.stage == "vision":
-        inputs: dict = {"init": init}
-    elif args.stage == "lm":
-        inputs = {"codec": Path(args.codec), "vision": Path(args.vision), "init": init, "device": device,
-                  "workers": args.workers}
-    elif init:
-        raise ValueError("--init is for the vision and lm stages (a codec's decoder-only recipe starts from --codec)")
-    else:
-        inputs = {"codec": Path(args.codec)}
-    stage = module.stage(args.recipe, args.seed, out, **inputs)
-    schedule = stage.schedule if args.steps is None else replace(stage.schedule, steps=args.steps)
-    plot = Path(args.plot) if args.plot else None
-    trainer = Trainer(args.stage, stage.model, schedule, out, device, world, stage.export, plot, workers=args.workers)
-    if not args.restart and trainer.resume() and trainer.step >= schedule.steps:
-        log.info("%s: already trained to step %d (raise --steps to go on)", args.stage, trainer.step)
-        return 0
-    final = trainer.fit(stage.batch, stage.loss, until=args.until)
-    if world.main:
-        log.info("%s: done at step %d; %s; weights in %s", args.stage, trainer.step,
-                 ", ".join(f"{k} {v:.4f}" for k, v in final.items()), out)
+    optional = lambda value: Path(value) if value else None  # noqa: E731
+    train(args.stage, args.recipe, Path(args.out), args.seed, args.device, args.steps, args.until, args.threads,
+          args.workers, args.restart, optional(args.plot), Path(args.codec), Path(args.vision), optional(args.init))
     return 0
 
 
@@ -70,7 +34,7 @@ def run_average(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a stage of the bundled model from its recipe (resumable)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=sorted(STAGES), help="codec, then vision, then lm (which needs the trained codec)")
+    p.add_argument("stage", choices=STAGES, help="codec, then vision, then lm (which needs the trained codec)")
     p.add_argument("--recipe", default="tiny", help="recipe name (default: tiny)")
     p.add_argument("--out", default="runs/tiny", help="checkpoint, loss log and exported weights (default: runs/tiny)")
     p.add_argument("--steps", type=int, help="train to this many steps instead of the recipe's")
