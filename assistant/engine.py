@@ -24,7 +24,7 @@ import torch
 
 from codec import MimiCodec
 from core.errors import EngineError, FrameError
-from core.state import cat_rows, select_rows
+from core.state import leaves, map_state, reset_rows
 from encoders import SiglipVision, SparseEncoder, SparseSettings
 
 from .model.lm import StreamingLM
@@ -59,9 +59,17 @@ class Engine:
                                   vision_pool)  # checks that they fit together
         self.codec, self.lm, self.vision, self.tokenizer = codec, lm, vision, tokenizer
         self.max_sessions, self.greedy = max_sessions, greedy
-        self.sessions: list[Session] = []
+        self.device = next(codec.parameters()).device
+        self.session_bytes = _state_bytes(self._init_state(1))
+        _check_fits(self.session_bytes, max_sessions, self.device)
+        self.sessions: list[Session] = []  # live, in the order they joined
+        self._slots: list[Session | None] = [None] * max_sessions  # the session holding each state row
         self._encoders: dict[int, SparseEncoder] = {}
-        self._state: dict | None = None
+        self._state = self._init_state(max_sessions)  # every row preallocated: joins and leaves never reallocate
+        self._views: dict[int, dict] = {}  # the first n rows of the state, for a step of n rows
+        # host side of the one copy in and the one copy out per step (pinned where a GPU copies them)
+        pinned = self.device.type == "cuda"
+        self._input = torch.zeros(max_sessions, codec.frame_size, pin_memory=pinned)
         self._started = 0.0  # time.monotonic() of the last step
         self._lock = threading.Lock()  # joins/leaves vs. a step running in a worker thread
         self._wake: asyncio.Event | None = None  # set (thread-safely) when every session has a fresh frame
@@ -74,22 +82,24 @@ class Engine:
         return self.codec.frame_size / self.codec.sample_rate
 
     # -- sessions --------------------------------------------------------------------------------
-    def _fresh_state(self) -> dict:
-        state = {"enc": self.codec.init_encode_state(1), "dec": self.codec.init_decode_state(1)}
+    def _init_state(self, rows: int) -> dict:
+        state = {"enc": self.codec.init_encode_state(rows), "dec": self.codec.init_decode_state(rows)}
         if self.lm is not None:
-            state["lm"] = self.lm.init_state(1)
+            state["lm"] = self.lm.init_state(rows)
         return state
 
     def add_session(self, seed: int = 0) -> Session:
+        """A new session in the lowest free state row, reset in place (the other rows are not touched)."""
         with self._lock:
-            if len(self.sessions) >= self.max_sessions:
+            if None not in self._slots:
                 raise EngineError(f"session limit reached ({self.max_sessions})")
+            row = self._slots.index(None)
             session = Session(self.codec.frame_size, self.codec.sample_rate, seed=seed)
             session.on_frame = self._frame_completed
-            fresh = self._fresh_state()
+            reset_rows(self._state, torch.arange(self.max_sessions) == row)
             if self.lm is not None:
-                fresh["lm"]["seed"][0] = seed
-            self._state = fresh if self._state is None else cat_rows([self._state, fresh])
+                self._state["lm"]["seed"][row] = seed
+            self._slots[row] = session
             self.sessions.append(session)
             if self.vision is not None:
                 self._encoders[session.id] = SparseEncoder(self.vision, SparseSettings(pool=self.preset.vision_pool))
@@ -105,15 +115,31 @@ class Engine:
             self.remove_session(session)
 
     def remove_session(self, session: Session) -> None:
+        """The session's row is freed (and reset when the next session takes it)."""
         with self._lock:
             if session not in self.sessions:
                 return
-            keep = [i for i, s in enumerate(self.sessions) if s is not session]
+            row = self._slots.index(session)
+            self._slots[row] = None
             self.sessions.remove(session)
             self._encoders.pop(session.id, None)
+            if self.lm is not None:
+                self.lm.clear_vision(self._state["lm"], row)  # a free row inside a step's rows reads no vision
+            self._input[row].zero_()
             session.closed = True
-            self._state = select_rows(self._state, keep) if keep else None
         self._frame_completed()  # the others may have been waiting only for this one
+
+    def _rows(self, n: int) -> dict:
+        """Views of the state's first n rows: what a step of n rows reads and writes in place."""
+        if n not in self._views:
+            self._views[n] = map_state(self._state, lambda t: t[:n])
+        return self._views[n]
+
+    def _batch(self) -> int:
+        """Rows a step runs: the occupied rows' span, padded to a power of two (few shapes, so steps can be
+        captured as CUDA graphs); free rows inside it are stepped with quiet and their outputs dropped."""
+        last = max(i for i, s in enumerate(self._slots) if s is not None)
+        return min(self.max_sessions, 1 << last.bit_length())
 
     # -- one frame -------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -123,30 +149,36 @@ class Engine:
                 return
             start = time.perf_counter()
             self._started = time.monotonic()
-            sessions, state = list(self.sessions), self._state
+            n = self._batch()
+            occupied = [(row, s) for row, s in enumerate(self._slots[:n]) if s is not None]
+            sessions = [s for _, s in occupied]
+            state = self._rows(n)
             before = self._counts(sessions)
-            frames = torch.stack([s.next_frame() for s in sessions])[:, None]
+            for row, s in occupied:
+                self._input[row] = s.next_frame()
+            frames = self._input[:n].to(self.device, non_blocking=True)[:, None]
             t0 = time.perf_counter()
-            self._update_vision(sessions, state)
+            self._update_vision(occupied, state)
             t1 = time.perf_counter()
             codes = self.codec.encode_step(frames, state["enc"])[:, :, 0]
             t2 = time.perf_counter()
-            texts = [""] * len(sessions)
             if self.lm is None:
-                out_codes, valid = codes, torch.ones(len(sessions), dtype=torch.bool)
+                out_codes, valid, text = codes, torch.ones(n, dtype=torch.bool, device=self.device), None
             else:
                 out = self.lm.step(codes[:, : self.lm.cfg.n_user], state["lm"], greedy=self.greedy)
-                out_codes, valid = out.audio, out.valid
-                if self.tokenizer is not None:
-                    texts = [self.tokenizer.piece(int(t)) for t in out.text]
+                out_codes, valid, text = out.audio, out.valid, out.text
             t3 = time.perf_counter()
             audio = self.codec.decode_step(out_codes[:, :, None].clamp(min=0), state["dec"])[:, 0]
-            audio = torch.where(valid[:, None], audio, torch.zeros((), dtype=audio.dtype)).numpy()
+            audio = torch.where(valid[:, None], audio, torch.zeros((), dtype=audio.dtype, device=audio.device))
+            # the one copy back: speech and, in its last column, the text token of each row
+            packed = torch.cat([audio.float(), (text if text is not None else valid).float()[:, None]], 1).cpu()
             t4 = time.perf_counter()
             stages = {"input": t0 - start, "vision": t1 - t0, "encode": t2 - t1, "lm": t3 - t2, "decode": t4 - t3}
             share = 1 / len(sessions)
-            for i, s in enumerate(sessions):
-                s.deliver(audio[i].copy(), texts[i])
+            speech, tokens = packed[:, :-1].numpy(), packed[:, -1].long().tolist()
+            for row, s in occupied:
+                caption = self.tokenizer.piece(tokens[row]) if text is not None and self.tokenizer is not None else ""
+                s.deliver(speech[row].copy(), caption)
                 for stage, seconds in stages.items():
                     s.timings.add(stage, seconds * share)
             self.last_step = (t4 - start, stages)
@@ -159,12 +191,12 @@ class Engine:
         return (sum(s.timings.late_frames for s in sessions), sum(s.timings.dropped_output for s in sessions),
                 sum(s.timings.skipped_input for s in sessions))
 
-    def _update_vision(self, sessions: list[Session], state: dict) -> None:
+    def _update_vision(self, occupied: list[tuple[int, Session]], state: dict) -> None:
         """Encode camera frames more often while the user speaks (every SPEAKING_EVERY steps) than in
         silence (every SILENT_EVERY), and less often still if the encoder cannot keep up."""
         if self.vision is None or self.lm is None:
             return
-        for row, session in enumerate(sessions):
+        for row, session in occupied:
             step = session.timings.steps
             if not session.last_quiet:  # this step's input frame
                 session.voice_until = step + VOICE_HANGOVER
@@ -262,3 +294,33 @@ class Engine:
         finally:
             stopper.cancel()
             self._loop = self._wake = None
+
+
+def _state_bytes(state: dict) -> int:
+    return sum(t.numel() * t.element_size() for t in leaves(state))
+
+
+def _check_fits(per_session: int, sessions: int, device: torch.device) -> None:
+    """Refuse, before allocating, state for more sessions than the device's free memory holds."""
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = _available_ram()
+    log.info("state per session %.1f MB; %d sessions need %.2f GB of %.1f GB free on %s", per_session / 2**20,
+             sessions, per_session * sessions / 2**30, free / 2**30, device)
+    if per_session * sessions > free:
+        raise EngineError(f"{sessions} sessions need {per_session * sessions / 2**30:.2f} GB of state "
+                          f"({per_session / 2**20:.1f} MB each) but {device} has {free / 2**30:.2f} GB free: "
+                          f"lower --max-sessions to {max(0, free // per_session)} or less")
+
+
+def _available_ram() -> int:
+    """Bytes of memory the system can still give (Linux's MemAvailable; unlimited where it cannot say)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 2**63

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from core.checkpoint import load_into, own_config, read_safetensors, rename_keys, save_model
+from core.checkpoint import build, own_config, read_safetensors, rename_keys, save_model
 
 from .config import CodecConfig, preset
 from .model import MimiCodec
@@ -40,14 +40,13 @@ def save_codec(model: MimiCodec, path: str | Path) -> None:
 def load_codec(path: str | Path, config: CodecConfig | None = None, num_codebooks: int | None = None,
                device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> MimiCodec:
     """Load our format (its config is in the file) or the public Mimi layout (architecture from
-    `config`, default the `mimi` preset). `num_codebooks` overrides how many codebooks encode() uses."""
-    tensors, metadata = read_safetensors(path)
+    `config`, default the `mimi` preset) straight onto `device` at `dtype`. `num_codebooks` overrides how many
+    codebooks encode() uses."""
+    tensors, metadata = read_safetensors(path, device, dtype)
     cfg = own_config(metadata, CODEC_FORMAT, CodecConfig, path)
     if cfg is None:
         cfg = config or preset("mimi")
         tensors = rename_keys(tensors, MIMI_KEYS)
     if num_codebooks is not None:
         cfg = cfg.with_(num_codebooks=num_codebooks)
-    model = MimiCodec(cfg)
-    load_into(model, tensors, str(path))
-    return model.to(device=device, dtype=dtype).eval()
+    return build(lambda: MimiCodec(cfg), tensors, str(path)).to(device=device, dtype=dtype).eval()

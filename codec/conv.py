@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import CodecInputError
-from core.state import State
+from core.state import State, write
 
 # Below these many output (conv) or input (transposed conv) steps, use the matmul form;
 # 1x1 convs always use it (they are a plain linear map). Chosen on Mimi's layer shapes (bench/codec.py).
@@ -50,9 +50,9 @@ class CausalConv1d(nn.Module):
             if self.replicate:
                 fresh = ~state["started"]
                 prev = torch.where(fresh[:, None, None], x[..., :1].expand_as(prev), prev)
-                state["started"] = torch.ones_like(fresh)
+                state["started"].fill_(True)
             x = torch.cat([prev, x], dim=-1)
-            state["prev"] = x[..., -self.carry:]
+            write(state, "prev", x[..., -self.carry:])
         conv = self.conv
         span = (conv.kernel_size[0] - 1) * conv.dilation[0] + 1
         pointwise = span == 1 and self.stride == 1
@@ -96,5 +96,5 @@ class CausalConvTranspose1d(nn.Module):
             tail = y[..., -self.overlap:]
             if self.convtr.bias is not None:  # the bias is added once, by the step that emits the sample
                 tail = tail - self.convtr.bias[:, None]
-            state["tail"] = tail
+            write(state, "tail", tail)
         return y[..., : -self.overlap]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.state import State
+from core.state import State, write
 
 from .config import CodecConfig
 from .conv import CausalConv1d
@@ -30,7 +30,7 @@ class ISTFTHead(nn.Module):
         self.conv = CausalConv1d(cfg.dimension, cfg.dimension, cfg.kernel_size)
         self.act = nn.ELU()
         self.proj = CausalConv1d(cfg.dimension, self.frames * 2 * self.bins, 1)
-        window = torch.hann_window(self.n_fft)
+        window = torch.hann_window(self.n_fft, device="cpu")  # computed, not stored: real even on the meta device
         # Overlap-added squared windows sum to this constant when the hop divides n_fft / 2.
         self.register_buffer("window", window, persistent=False)
         self.register_buffer("norm", (window ** 2).sum() / self.hop, persistent=False)
@@ -51,5 +51,5 @@ class ISTFTHead(nn.Module):
         y = y.to(x.dtype)
         if state is not None:
             y = torch.cat([y[..., : self.n_fft - self.hop] + state["tail"], y[..., self.n_fft - self.hop:]], dim=-1)
-            state["tail"] = y[..., -(self.n_fft - self.hop):]
+            write(state, "tail", y[..., -(self.n_fft - self.hop):])
         return y[..., : -(self.n_fft - self.hop)]

@@ -60,5 +60,5 @@ class CodecTransformer(nn.Module):
                                 cfg.dimension // cfg.transformer_heads, cfg.rope_max_period, h.dtype)
         for i, layer in enumerate(self.layers):
             h = layer(h, state[str(i)], ctx)
-        state["end"] = state["end"] + h.shape[1]
+        state["end"] += h.shape[1]
         return h.transpose(1, 2)

@@ -9,16 +9,17 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TypeVar
+from typing import Callable, TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from .errors import CheckpointError
 
 C = TypeVar("C")
+M = TypeVar("M", bound=nn.Module)
 
 
 def rename_keys(tensors: dict[str, torch.Tensor], table: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
@@ -34,15 +35,26 @@ def rename_keys(tensors: dict[str, torch.Tensor], table: list[tuple[str, str]]) 
     return out
 
 
-def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors file, with a CheckpointError for anything unreadable."""
+def read_safetensors(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                     keep: Callable[[str, dict[str, str]], bool] | None = None
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors (those that `keep(name, metadata)` accepts, if given) and metadata of a safetensors file, with a
+    CheckpointError for anything unreadable. Tensors are read one at a time straight onto `device`,
+    floating-point ones converted to `dtype` (if given) as they come, so the weights are never held at two
+    precisions at once."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
             metadata = f.metadata() or {}
-        return load_file(str(path)), metadata
+            tensors = {}
+            for key in f.keys():
+                if keep is not None and not keep(key, metadata):
+                    continue
+                value = f.get_tensor(key)
+                tensors[key] = value.to(dtype) if dtype is not None and value.is_floating_point() else value
+        return tensors, metadata
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"cannot read {path} as safetensors (corrupt or truncated?): {e}") from None
 
@@ -52,8 +64,13 @@ def _names(keys: list[str], limit: int = 8) -> str:
     return shown + (f" … and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def load_into(module: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Copy tensors into module's state dict; every mismatch is named, nothing is loaded on error."""
+def build(factory: Callable[[], M], tensors: dict[str, torch.Tensor], source: str) -> M:
+    """The model `factory` makes, holding `tensors` as its weights. It is made on the meta device and the tensors
+    become its parameters, so no weights are allocated twice (a 7B model is never materialised in fp32 on the
+    way to bf16). Every mismatch is named and nothing is loaded on error. Buffers a model computes rather than
+    stores are made on the CPU by its constructor; move the model to the tensors' device after."""
+    with torch.device("meta"):
+        module = factory()
     own = module.state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
@@ -71,7 +88,8 @@ def load_into(module: nn.Module, tensors: dict[str, torch.Tensor], source: str) 
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"{source} holds NaN or infinite values in {_names(sorted(bad))}")
-    module.load_state_dict(tensors, strict=True)
+    module.load_state_dict(tensors, strict=True, assign=True)
+    return module
 
 
 def own_config(metadata: dict[str, str], fmt: str, cls: type[C], path: str | Path) -> C | None:

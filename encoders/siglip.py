@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.checkpoint import load_into, own_config, read_safetensors, rename_keys, save_model
+from core.checkpoint import build, own_config, read_safetensors, rename_keys, save_model
 from core.config import JsonConfig, named
 
 
@@ -124,6 +124,15 @@ HF_KEYS: list[tuple[str, str]] = [
 ]
 
 
+_TOWER = ("embeddings.", "encoder.", "post_layernorm.", "vision_model.embeddings.", "vision_model.encoder.",
+          "vision_model.post_layernorm.", "vision_tower.vision_model.")
+
+
+def _in_tower(key: str, metadata: dict[str, str]) -> bool:
+    """Every key of our files; in a public file, the vision tower's but for its pooling head."""
+    return metadata.get("format") == VISION_FORMAT or (key.startswith(_TOWER) and ".head." not in key)
+
+
 def save_vision(model: SiglipVision, path: str | Path) -> None:
     save_model(model, path, VISION_FORMAT)
 
@@ -133,14 +142,9 @@ def load_vision(path: str | Path, config: VisionConfig | None = None, device: st
     """Our format (config in the file), or the Hugging Face SigLIP layout: bare names, `vision_model.`, or
     PaliGemma's `vision_tower.vision_model.` (architecture from `config`, default so400m-448). The pooling head
     (`head.*`) and anything outside the vision tower (e.g. PaliGemma's language model) are ignored."""
-    tensors, metadata = read_safetensors(path)
+    tensors, metadata = read_safetensors(path, device, dtype, keep=_in_tower)
     cfg = own_config(metadata, VISION_FORMAT, VisionConfig, path)
     if cfg is None:
         cfg = config or vision_preset("so400m-448")
-        tower = ("embeddings.", "encoder.", "post_layernorm.", "vision_model.embeddings.", "vision_model.encoder.",
-                 "vision_model.post_layernorm.", "vision_tower.vision_model.")
-        tower_keys = {k: v for k, v in tensors.items() if k.startswith(tower) and ".head." not in k}
-        tensors = rename_keys(tower_keys, HF_KEYS)
-    model = SiglipVision(cfg)
-    load_into(model, tensors, str(path))
-    return model.to(device=device, dtype=dtype).eval()
+        tensors = rename_keys(tensors, HF_KEYS)
+    return build(lambda: SiglipVision(cfg), tensors, str(path)).to(device=device, dtype=dtype).eval()

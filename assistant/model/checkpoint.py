@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from core.checkpoint import load_into, own_config, read_safetensors, save_model
+from core.checkpoint import build, own_config, read_safetensors, save_model
 
 from .config import LMConfig, lm_preset
 from .layers import quantize_int8_
@@ -26,17 +26,17 @@ def save_lm(model: StreamingLM, path: str | Path, dtype: torch.dtype | None = No
 def load_lm(path: str | Path, config: LMConfig | None = None, adapters: str | Path | None = None,
             dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", int8: bool = False) -> StreamingLM:
     """Our format (config in the file), the public Moshi or MoshiVis layout (architecture from `config`,
-    default `moshi-7b` / `moshivis-7b`); `adapters` adds the MoshiVis adapters of another file to a Moshi
-    file; `int8` quantizes the linear layers' weights."""
-    tensors, metadata = read_safetensors(path)
+    default `moshi-7b` / `moshivis-7b`), read straight onto `device` at `dtype` (never a copy at another
+    precision); `adapters` adds the MoshiVis adapters of another file to a Moshi file; `int8` quantizes the
+    linear layers' weights."""
+    tensors, metadata = read_safetensors(path, device, dtype)
     cfg = own_config(metadata, LM_FORMAT, LMConfig, path)
     if cfg is None:
         cfg = config or lm_preset("moshivis-7b" if is_moshivis(tensors) else "moshi-7b")
         tensors = moshivis_to_ours(tensors, cfg) if is_moshivis(tensors) else moshi_to_ours(tensors, cfg)
     if adapters is not None:
-        extra, _ = read_safetensors(adapters)
+        extra, _ = read_safetensors(adapters, device, dtype)
         tensors.update(moshivis_to_ours(extra, cfg))
-    model = StreamingLM(cfg)
-    load_into(model, tensors, str(path) if adapters is None else f"{path} + {adapters}")
-    model = model.to(device=device, dtype=dtype).eval()
+    source = str(path) if adapters is None else f"{path} + {adapters}"
+    model = build(lambda: StreamingLM(cfg), tensors, source).to(device=device, dtype=dtype).eval()
     return quantize_int8_(model) if int8 else model

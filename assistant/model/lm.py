@@ -164,7 +164,8 @@ class StreamingLM(nn.Module):
         self.depformer = nn.ModuleList(DepthLayer(cfg) for _ in range(cfg.depformer_layers))
         self.linears = nn.ModuleList(nn.Linear(cfg.depformer_dim, cfg.card, bias=False) for _ in range(cfg.dep_q))
         self.vision = VisionCrossAttention(cfg) if cfg.has_vision else None
-        self.register_buffer("delays", torch.tensor(cfg.delays), persistent=False)
+        # computed, not stored: made on the CPU even when the model is built on the meta device (loading)
+        self.register_buffer("delays", torch.tensor(cfg.delays, device="cpu"), persistent=False)
 
     # -- state -----------------------------------------------------------------------------------
     def _param(self) -> torch.Tensor:
@@ -259,7 +260,7 @@ class StreamingLM(nn.Module):
             vision = VisionStep(self.vision, vis["k"], vis["v"], vis["on"])
         for i, layer in enumerate(self.transformer):
             x = layer(x, layers[str(i)], ctx, vision)
-        layers["end"] = layers["end"] + x.shape[1]
+        layers["end"] += x.shape[1]
         return self.out_norm(x)
 
     def depth_logits(self, out: torch.Tensor, stream: int, token: torch.Tensor, kv: list[State]) -> torch.Tensor:
@@ -296,7 +297,7 @@ class StreamingLM(nn.Module):
             audio.append(token)
         generated = torch.stack([text, *audio], dim=1)  # [B, 1 + dep_q]
         ring = state["tokens"].shape[-1]
-        state["offset"] = offset = offset + 1
+        state["offset"] += 1
         pos = (offset % ring)[:, None, None].expand(-1, cfg.dep_q + 1, 1)
         state["tokens"][:, : cfg.dep_q + 1].scatter_(2, pos, generated[..., None])
         # Undo the delays: stream k's token for frame (offset - 1 - max_delay) was written at that + delay_k + 1.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.state import cat_rows, leaves, reset_rows, select_rows
+from core.state import leaves, map_state, reset_rows
 
 
 def audio(batch: int, frames: int, frame_size: int, seed: int = 0) -> torch.Tensor:
@@ -64,17 +64,16 @@ def test_rows_join_and_leave_without_changing_others(codec_model):
     fs = codec_model.frame_size
     wav = audio(2, 6, fs, seed=3)
     a_alone = stream_encode(codec_model, wav[:1], 1)
-    state_a = codec_model.init_encode_state(1)
-    codes_a = [codec_model.encode_step(wav[:1, :, :fs * 2], state_a)]
-    # b joins after two frames: its fresh state is concatenated to a's.
-    state = cat_rows([state_a, codec_model.init_encode_state(1)])
+    state = codec_model.init_encode_state(2)  # preallocated rows, as the engine holds its sessions
+    codes_a = [codec_model.encode_step(wav[:1, :, :fs * 2], map_state(state, lambda t: t[:1]))]
+    # b joins row 1 after two frames: the row is reset in place and stepped with a's.
+    reset_rows(state, torch.tensor([False, True]))
     for i in range(2, 5):
         chunk = torch.cat([wav[:1, :, i * fs:(i + 1) * fs], wav[1:, :, (i - 2) * fs:(i - 1) * fs]])
         step = codec_model.encode_step(chunk, state)
         codes_a.append(step[:1])
-    # b leaves: a carries on alone with its own rows of the state.
-    state = select_rows(state, [0])
-    codes_a.append(codec_model.encode_step(wav[:1, :, 5 * fs:], state))
+    # b leaves: a carries on alone on its own row of the state.
+    codes_a.append(codec_model.encode_step(wav[:1, :, 5 * fs:], map_state(state, lambda t: t[:1])))
     assert torch.equal(torch.cat(codes_a, -1), a_alone)
 
 

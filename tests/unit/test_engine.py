@@ -122,10 +122,11 @@ def test_vision_frames_reach_the_model(codec):
         feed(s, speech(0.5, 0))
     seen.push_video((np.random.default_rng(0).random((60, 80, 3)) * 255).astype(np.uint8))
     engine.step()
-    vis = engine._state["lm"]["vision"]
+    rows = engine._rows(2)["lm"]  # the two sessions' state rows
+    vis = rows["vision"]
     assert vis["on"].tolist() == [True, False] and vis["k"][0].abs().sum() > 0
     with torch.inference_mode():  # what the LM would see next for both rows: identical but for vision
-        logits = lm.text_linear(lm.temporal(torch.zeros(2, lm.cfg.n_q + 1, 1, dtype=torch.long), engine._state["lm"]))
+        logits = lm.text_linear(lm.temporal(torch.zeros(2, lm.cfg.n_q + 1, 1, dtype=torch.long), rows))
     assert not torch.allclose(logits[0], logits[1], atol=1e-4)
 
 
@@ -316,3 +317,43 @@ def test_a_late_session_is_stepped_with_a_noise_floor_not_digital_silence(codec)
     assert float(filled.pow(2).mean().sqrt()) == pytest.approx(DITHER, rel=0.2)
     assert torch.equal(filled, second.next_frame())  # reproducible from the session's seed
     assert not torch.equal(filled, first.next_frame())  # noise, not one frame repeated
+
+
+def test_sessions_live_in_preallocated_rows_that_joins_and_leaves_never_move(codec):
+    """A leave and a join touch only their own row: the state keeps its storage, the other rows' speech is the
+    same to the bit, and a newcomer in a reused row speaks exactly as one in a row nobody used before."""
+    from core.state import leaves
+
+    lm = lm_for(codec)
+    voices = [speech(1.0, i) for i in range(5)]
+
+    def run(change: str) -> tuple[list[np.ndarray], list[int], list[int]]:
+        engine = Engine(codec, lm, max_sessions=4)
+        before = [t.data_ptr() for t in leaves(engine._state)]
+        newcomer_first = change == "fresh"  # the newcomer holds row 2 from the start
+        sessions = [engine.add_session(seed=9 if newcomer_first and i == 2 else i) for i in range(4)]
+        for i, s in enumerate(sessions):
+            feed(s, voices[4] if newcomer_first and i == 2 else voices[i])
+        for step in range(10):
+            if change == "reuse" and step == 4:
+                engine.remove_session(sessions[2])
+                sessions[2] = engine.add_session(seed=9)
+                feed(sessions[2], voices[4])
+            engine.step()
+        return [frames_from(s) for s in sessions], before, [t.data_ptr() for t in leaves(engine._state)]
+
+    (kept, _, _), (changed, before, after), (fresh, _, _) = run("none"), run("reuse"), run("fresh")
+    assert after == before
+    for i in (0, 1, 3):
+        assert np.array_equal(changed[i], kept[i])
+    assert len(changed[2]) == 6 * codec.frame_size
+    assert np.array_equal(changed[2], fresh[2][: len(changed[2])])
+    assert np.abs(changed[2]).max() > 0
+
+
+def test_the_engine_refuses_more_sessions_than_memory_holds(codec):
+    lm = lm_for(codec)
+    engine = Engine(codec, lm, max_sessions=2)
+    assert engine.session_bytes > 0
+    with pytest.raises(EngineError, match="lower --max-sessions"):
+        Engine(codec, lm, max_sessions=10**12)

@@ -9,7 +9,7 @@ from assistant.model.config import lm_preset
 from assistant.model.layers import Int8Linear
 from assistant.model.lm import ModelInputError, StreamingLM
 from core.errors import CheckpointError
-from core.state import cat_rows, leaves, select_rows
+from core.state import leaves, map_state, reset_rows
 
 CFG = lm_preset("test")
 
@@ -35,22 +35,24 @@ def fresh(model: StreamingLM, seed: int) -> dict:
 
 
 def test_a_row_is_the_same_alone_or_in_a_changing_batch(model):
+    """As the engine holds sessions: rows of one preallocated state, reset in place when a session joins, and
+    each step runs on the first rows in use (a free row among them is stepped with filler input)."""
     steps = 14
     a_in, b_in, c_in = user_codes(steps, 1, 1), user_codes(steps, 1, 2), user_codes(steps, 1, 3)
     state = fresh(model, 7)
     alone = [model.step(a_in[t], state) for t in range(steps)]
 
-    state = fresh(model, 7)
+    state = model.init_state(3)
+    state["seed"][0] = 7
     together = []
     for t in range(steps):
-        if t == 3:  # b joins
-            state = cat_rows([state, fresh(model, 8)])
-        if t == 5:  # c joins
-            state = cat_rows([state, fresh(model, 9)])
-        if t == 9:  # b leaves
-            state = select_rows(state, [0, 2])
-        rows = [a_in[t]] + ([b_in[t]] if 3 <= t < 9 else []) + ([c_in[t]] if t >= 5 else [])
-        together.append(model.step(torch.cat(rows), state))
+        if t in (3, 5):  # b joins row 1, then c row 2
+            row = 1 if t == 3 else 2
+            reset_rows(state, torch.arange(3) == row)
+            state["seed"][row] = 7 + row
+        b = b_in[t] if 3 <= t < 9 else torch.zeros_like(b_in[t])  # b leaves at step 9: its row idles
+        rows = [a_in[t]] + ([b] if t >= 3 else []) + ([c_in[t]] if t >= 5 else [])
+        together.append(model.step(torch.cat(rows), map_state(state, lambda x: x[:len(rows)])))
     for t, (x, y) in enumerate(zip(alone, together)):
         assert torch.equal(x.text, y.text[:1]) and torch.equal(x.audio, y.audio[:1]), f"step {t}"
         assert torch.allclose(x.text_logits, y.text_logits[:1], atol=1e-5)
@@ -63,8 +65,6 @@ def test_reset_row_restarts_only_that_session(model):
     codes = user_codes(6, 2, 4)
     for t in range(3):
         model.step(codes[t], state)
-    from core.state import reset_rows
-
     reset_rows(state, torch.tensor([False, True]))
     state["seed"][1] = 5
     again = fresh(model, 5)
