@@ -15,8 +15,9 @@ import torch
 from core.audio import load_audio, save_audio
 from core.errors import TuttiError
 
-from ..loader import MODEL_HELP, build_engine
+from ..loader import Placement, build_engine
 from ..offline import Question, answer, read_image, read_video
+from . import add_model_options
 
 ASK_RATE = 48_000
 FRAME_RATE = 12.5  # engine steps per second
@@ -28,7 +29,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         question.frames = [read_image(args.image)]
     elif args.video is not None:
         question.frames, question.moving = read_video(args.video, fps=FRAME_RATE / 2), True
-    engine = build_engine(args.model, 1)
+    engine = build_engine(args.model, 1, Placement.of(args.device, args.dtype))
     speech, text = answer(engine, [question], args.listen, args.seed)[0]
     save_audio(args.output, torch.from_numpy(speech)[None], engine.codec.sample_rate)
     print(text)
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     seen.add_argument("--image", type=Path, help="what the camera shows (any image OpenCV reads)")
     seen.add_argument("--video", type=Path, help="a video file or stream URL for the camera")
     p.add_argument("--output", type=Path, default=Path("answer.wav"), help="where the answer's speech goes")
-    p.add_argument("--model", default="tiny", help=MODEL_HELP)
+    add_model_options(p)
     p.add_argument("--listen", type=float, default=3.0, help="seconds to let the assistant answer (default 3)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_ask, errors=(TuttiError, ValueError))

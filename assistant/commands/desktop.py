@@ -6,7 +6,8 @@ import sys
 
 from core.errors import TuttiError
 
-from ..loader import MODEL_HELP, build_engine
+from ..loader import Placement, build_engine
+from . import add_model_options
 
 
 def device(value: str | None) -> int | str | None:
@@ -21,7 +22,7 @@ def cmd_desktop(args: argparse.Namespace) -> int:
         return 0
     from ..transport.local import talk
 
-    engine = build_engine(args.model, 1)
+    engine = build_engine(args.model, 1, Placement.of(args.device, args.dtype))
     try:
         session, devices = talk(engine, device(args.mic), device(args.speaker), args.camera, args.seconds, args.seed,
                                 on_ready=lambda: print(f"tutti: listening ({args.model}); Ctrl-C stops",
@@ -41,7 +42,7 @@ def cmd_desktop(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("desktop", help="talk through this computer's microphone, speaker and camera",
                        description="Talk to the assistant with local devices (sounddevice, OpenCV).")
-    p.add_argument("--model", default="tiny", help=MODEL_HELP)
+    add_model_options(p)
     p.add_argument("--mic", help="input device index or name (default: the system's)")
     p.add_argument("--speaker", help="output device index or name (default: the system's)")
     p.add_argument("--camera", help="camera: a device index (0), a video file or a stream URL; none by default")

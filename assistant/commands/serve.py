@@ -5,7 +5,8 @@ import argparse
 
 from core.errors import TuttiError
 
-from ..loader import MODEL_HELP, build_engine
+from ..loader import Placement, build_engine
+from . import add_model_options
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -13,7 +14,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from ..server import build_app
 
-    engine = build_engine(args.model, args.max_sessions)
+    placement = Placement.of(args.device, args.dtype)
+    engine = build_engine(args.model, args.max_sessions, placement)
+    print(f"tutti: {args.model} on {placement}: state {engine.session_bytes / 2**20:.1f} MB per session, "
+          f"{args.max_sessions} sessions preallocated", flush=True)
     print(f"tutti: serving {args.model} on http://{args.host}:{args.port}/ (WebSocket at /ws)", flush=True)
     web.run_app(build_app(engine), host=args.host, port=args.port, print=None)
     return 0
@@ -24,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run the assistant server: open http://HOST:PORT/ in a browser to talk to it.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--model", default="tiny", help=MODEL_HELP)
-    p.add_argument("--max-sessions", type=int, default=16, help="sessions served at once; more are refused")
+    add_model_options(p)
+    p.add_argument("--max-sessions", type=int, default=16,
+                   help="sessions served at once, their state preallocated (refused at start-up if it does not fit "
+                        "in the device's free memory); more are refused")
     p.set_defaults(func=cmd_serve, errors=(TuttiError, ValueError))

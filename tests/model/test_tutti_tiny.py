@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from assistant.loader import build_engine
+from assistant.loader import Placement, build_engine
 from assistant.synth.dialogue import vocabulary
 from assistant.synth.speech import ASSISTANT, HELD_OUT_VOICES, espeak
 from core.audio import dither
@@ -74,3 +74,32 @@ def test_codec_round_trip_keeps_the_assistant_intelligible(recognizer):
     after = word_error_rate(sentences, [recognizer.transcribe(x, rate) for x in decoded])
     print(f"recognizer WER on the assistant's voice: clean {before:.1%}, after the codec {after:.1%}")
     assert after <= before + MAX_CODEC_WER_GAP
+
+
+def test_bfloat16_says_what_float32_says():
+    """The LM and vision encoder in bfloat16 (the GPU default) against float32: the same text token at every one
+    of 50 steps of held-out dialogues, and the same audio codes (the float32 codec then speaks them alike)."""
+    cases = held_out_cases(10)
+    steps = 50
+    heard: dict[str, tuple[list[list[str]], np.ndarray]] = {}
+    for dtype in ("float32", "bfloat16"):
+        engine = build_engine("tiny", len(cases), Placement.of("cpu", dtype))
+        sessions = [engine.add_session() for _ in cases]
+        texts: list[list[str]] = [[] for _ in cases]
+        speech = []
+        for step in range(steps):
+            for s, c in zip(sessions, cases):
+                chunk = round(c.rate * engine.frame_seconds)
+                s.push_audio(c.audio[step * chunk:(step + 1) * chunk], c.rate)
+                if step == 0:
+                    s.push_video(c.image)
+            engine.step()
+            outs = [s.pop_output() for s in sessions]
+            for text, out in zip(texts, outs):
+                text.append(out.text)
+            speech.append(np.stack([out.audio for out in outs]))
+        heard[dtype] = texts, np.concatenate(speech, axis=1)
+    (exact, reference), (half, audio) = heard["float32"], heard["bfloat16"]
+    assert half == exact
+    assert any("".join(t).strip() for t in exact)  # the model said something
+    assert np.array_equal(audio, reference) and np.abs(reference).max() > 0.01

@@ -6,6 +6,7 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 import soundfile as sf
 
 ASK_CASE = 2  # "how many shapes do you see", two shapes: one the shipped model answers (as most count questions)
@@ -38,14 +39,15 @@ def test_ask_with_image_and_with_video(tmp_path):
         assert f"wrote {out}" in done.stderr
 
 
-def test_ask_answers_a_held_out_question_about_an_image(tmp_path):
+@pytest.mark.parametrize("placement", [[], ["--device", "cpu", "--dtype", "bfloat16"]], ids=["default", "bf16"])
+def test_ask_answers_a_held_out_question_about_an_image(tmp_path, placement):
     from tests.support.evaluate import answer_correct, held_out_cases
 
     case = held_out_cases(ASK_CASE + 1)[ASK_CASE]
     sf.write(str(tmp_path / "q.wav"), case.audio, case.rate)
     cv2.imwrite(str(tmp_path / "scene.png"), case.image)
     done = tutti("ask", "--audio", str(tmp_path / "q.wav"), "--image", str(tmp_path / "scene.png"),
-                 "--output", str(tmp_path / "a.wav"))
+                 "--output", str(tmp_path / "a.wav"), *placement)
     assert done.returncode == 0, done.stderr
     print(f"asked {case.turn.question!r}, answered {done.stdout.strip()!r}")
     assert answer_correct(case.turn.answer, done.stdout)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from assistant.engine import Engine
-from assistant.loader import load_model
+from assistant.loader import Placement, load_model
 from assistant.model.config import lm_preset
 from assistant.preset import PRESETS, ModelPreset
 from codec import preset as codec_preset
@@ -47,9 +47,10 @@ def test_a_preset_names_what_does_not_fit(stages, pool, words):
 
 
 def test_the_loader_takes_a_dtype_and_checks_names():
-    model = load_model("tiny", dtype=torch.bfloat16)
-    for part in (model.codec, model.lm, model.vision):
+    model = load_model("tiny", Placement.of("cpu", "bfloat16"))
+    for part in (model.lm, model.vision):
         assert {p.dtype for p in part.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.codec.parameters()} == {torch.float32}  # the codec stays exact
     assert model.preset.lm == model.lm.cfg and model.tokenizer is not None
     echo = load_model("echo")
     assert echo.lm is None and echo.preset.codec == echo.codec.cfg
@@ -75,3 +76,19 @@ def test_a_transport_s_session_always_leaves():
             with engine.session():
                 pass
     assert engine.sessions == []
+
+
+def test_placements_from_the_command_line():
+    cpu = Placement.of("cpu")
+    assert (cpu.device.type, cpu.dtype, cpu.int8) == ("cpu", torch.float32, False)
+    assert Placement.of("cpu", "int8") == Placement(torch.device("cpu"), torch.float32, True)
+    default = Placement.of()
+    assert default.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert default.dtype == (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    with pytest.raises(ValueError, match="unknown dtype 'float8'"):
+        Placement.of("cpu", "float8")
+    with pytest.raises(ValueError, match="unknown device"):
+        Placement.of("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            Placement.of("cuda:0")
