@@ -10,6 +10,7 @@ decoded: a sound check of the whole media path.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import statistics
@@ -39,6 +40,27 @@ PHASE_GUARD = 0.01  # the clock aims to step this long after input frames comple
 PHASE_GAIN = 0.5  # fraction of the phase error corrected per step
 EARLIEST = 0.75  # of a frame period: the soonest a step may follow the last one when every session is ready
 SPEAKING_EVERY, SILENT_EVERY = 2, 6  # steps between camera frames encoded: 6.25 / about 2 per second
+WARMUP = 2  # runs of a step before it is captured (kernels chosen, caches filled)
+Capture = Callable[[Callable[[], None]], Callable[[], None]]  # work -> a replay of it
+
+
+class CudaGraphs:
+    """A Capture that records work as CUDA graphs, all on one memory pool (they never run at the same time): a
+    replay launches every kernel of the step at once, on the same buffers."""
+
+    def __init__(self) -> None:
+        self.pool = torch.cuda.graph_pool_handle()
+
+    def __call__(self, work: Callable[[], None]) -> Callable[[], None]:
+        stream = torch.cuda.Stream()  # CUDA graphs want their warm-up on a side stream
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            work()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            work()
+        return graph.replay
 
 
 @dataclass
@@ -54,7 +76,9 @@ class StepReport:
 class Engine:
     def __init__(self, codec: MimiCodec, lm: StreamingLM | None = None, vision: SiglipVision | None = None,
                  tokenizer: TextTokenizer | None = None, max_sessions: int = 64, greedy: bool = False,
-                 vision_pool: int = 1) -> None:
+                 vision_pool: int = 1, capture: Capture | None = None) -> None:
+        """`capture`: how the device work of a step (codec encode, LM step, codec decode) is recorded once per
+        batch size and replayed (`CudaGraphs()` on a GPU); None runs it eagerly."""
         self.preset = ModelPreset(codec.cfg, None if lm is None else lm.cfg, None if vision is None else vision.cfg,
                                   vision_pool)  # checks that they fit together
         self.codec, self.lm, self.vision, self.tokenizer = codec, lm, vision, tokenizer
@@ -67,9 +91,16 @@ class Engine:
         self._encoders: dict[int, SparseEncoder] = {}
         self._state = self._init_state(max_sessions)  # every row preallocated: joins and leaves never reallocate
         self._views: dict[int, dict] = {}  # the first n rows of the state, for a step of n rows
-        # host side of the one copy in and the one copy out per step (pinned where a GPU copies them)
+        # The one copy in and the one copy out per step: input frames staged on the host (pinned where a GPU
+        # copies them) and copied to a static device buffer; speech and text tokens packed in a static buffer.
         pinned = self.device.type == "cuda"
         self._input = torch.zeros(max_sessions, codec.frame_size, pin_memory=pinned)
+        self._frames = torch.zeros(max_sessions, codec.frame_size, device=self.device)
+        self._output = torch.zeros(max_sessions, codec.frame_size + 1, device=self.device)
+        self._seeing: set[int] = set()  # rows whose session has vision tokens (known here, not read back)
+        self._graphs: dict[tuple[int, bool], Callable[[], None]] = {}
+        if capture is not None:
+            self._capture(capture)
         self._started = 0.0  # time.monotonic() of the last step
         self._lock = threading.Lock()  # joins/leaves vs. a step running in a worker thread
         self._wake: asyncio.Event | None = None  # set (thread-safely) when every session has a fresh frame
@@ -125,6 +156,7 @@ class Engine:
             self._encoders.pop(session.id, None)
             if self.lm is not None:
                 self.lm.clear_vision(self._state["lm"], row)  # a free row inside a step's rows reads no vision
+            self._seeing.discard(row)
             self._input[row].zero_()
             session.closed = True
         self._frame_completed()  # the others may have been waiting only for this one
@@ -136,10 +168,45 @@ class Engine:
         return self._views[n]
 
     def _batch(self) -> int:
-        """Rows a step runs: the occupied rows' span, padded to a power of two (few shapes, so steps can be
-        captured as CUDA graphs); free rows inside it are stepped with quiet and their outputs dropped."""
+        """Rows a step runs: the occupied rows' span, padded to a power of two (few shapes, each captured once
+        as a graph); free rows inside it are stepped with silence and their outputs dropped."""
         last = max(i for i, s in enumerate(self._slots) if s is not None)
         return min(self.max_sessions, 1 << last.bit_length())
+
+    def _compute(self, n: int, seeing: bool) -> dict[str, float]:
+        """A step's device work on rows [:n]: frames from the static input buffer, speech and text tokens into
+        the static output buffer; nothing waits on the device. Returns when each stage was launched."""
+        state = self._rows(n)
+        t0 = time.perf_counter()
+        codes = self.codec.encode_step(self._frames[:n, None], state["enc"], checked=False)[:, :, 0]
+        t1 = time.perf_counter()
+        if self.lm is None:
+            out_codes, valid, text = codes, None, None
+        else:
+            out = self.lm.step(codes[:, : self.lm.cfg.n_user], state["lm"], greedy=self.greedy, checked=False,
+                               vision=seeing)
+            out_codes, valid, text = out.audio, out.valid, out.text
+        t2 = time.perf_counter()
+        audio = self.codec.decode_step(out_codes[:, :, None].clamp(min=0), state["dec"], checked=False)[:, 0]
+        if valid is not None:  # the LM's first steps (its acoustic delay) have no speech yet
+            audio = torch.where(valid[:, None], audio, torch.zeros((), dtype=audio.dtype, device=audio.device))
+        self._output[:n, :-1] = audio
+        if text is not None:
+            self._output[:n, -1] = text
+        return {"encode": t1 - t0, "lm": t2 - t1, "decode": time.perf_counter() - t2}
+
+    def _capture(self, capture: Capture) -> None:
+        """Record every batch size's step (with and without vision) before any session joins: the warm-up
+        runs write only free rows, which a joining session resets."""
+        sizes = sorted({min(self.max_sessions, 1 << i) for i in range(self.max_sessions.bit_length() + 1)})
+        views = (False, True) if self.lm is not None and self.lm.cfg.has_vision else (False,)
+        with torch.inference_mode():
+            for n in sizes:
+                for seeing in views:
+                    work = functools.partial(self._compute, n, seeing)
+                    for _ in range(WARMUP):
+                        work()
+                    self._graphs[n, seeing] = capture(work)
 
     # -- one frame -------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -152,39 +219,38 @@ class Engine:
             n = self._batch()
             occupied = [(row, s) for row, s in enumerate(self._slots[:n]) if s is not None]
             sessions = [s for _, s in occupied]
-            state = self._rows(n)
             before = self._counts(sessions)
             for row, s in occupied:
                 self._input[row] = s.next_frame()
-            frames = self._input[:n].to(self.device, non_blocking=True)[:, None]
+            self._frames[:n].copy_(self._input[:n], non_blocking=True)  # the one copy in
             t0 = time.perf_counter()
-            self._update_vision(occupied, state)
+            self._update_vision(occupied, self._rows(n))
             t1 = time.perf_counter()
-            codes = self.codec.encode_step(frames, state["enc"])[:, :, 0]
-            t2 = time.perf_counter()
-            if self.lm is None:
-                out_codes, valid, text = codes, torch.ones(n, dtype=torch.bool, device=self.device), None
+            seeing = any(row < n for row in self._seeing)
+            replay = self._graphs.get((n, seeing))
+            if replay is None:
+                stages = self._compute(n, seeing)
             else:
-                out = self.lm.step(codes[:, : self.lm.cfg.n_user], state["lm"], greedy=self.greedy)
-                out_codes, valid, text = out.audio, out.valid, out.text
-            t3 = time.perf_counter()
-            audio = self.codec.decode_step(out_codes[:, :, None].clamp(min=0), state["dec"])[:, 0]
-            audio = torch.where(valid[:, None], audio, torch.zeros((), dtype=audio.dtype, device=audio.device))
-            # the one copy back: speech and, in its last column, the text token of each row
-            packed = torch.cat([audio.float(), (text if text is not None else valid).float()[:, None]], 1).cpu()
-            t4 = time.perf_counter()
-            stages = {"input": t0 - start, "vision": t1 - t0, "encode": t2 - t1, "lm": t3 - t2, "decode": t4 - t3}
+                replay()
+                stages = {}
+            packed = self._output[:n].cpu()  # the one copy out: speech and, in the last column, text tokens
+            t2 = time.perf_counter()
+            stages = {"input": t0 - start, "vision": t1 - t0, **stages}
+            if replay is not None:
+                stages["model"] = t2 - t1  # a replayed graph is timed whole
+            else:
+                stages["decode"] += t2 - t1 - sum(stages[k] for k in ("encode", "lm", "decode"))  # and the copy
             share = 1 / len(sessions)
             speech, tokens = packed[:, :-1].numpy(), packed[:, -1].long().tolist()
             for row, s in occupied:
-                caption = self.tokenizer.piece(tokens[row]) if text is not None and self.tokenizer is not None else ""
+                caption = self.tokenizer.piece(tokens[row]) if self.lm is not None and self.tokenizer else ""
                 s.deliver(speech[row].copy(), caption)
                 for stage, seconds in stages.items():
                     s.timings.add(stage, seconds * share)
-            self.last_step = (t4 - start, stages)
+            self.last_step = (t2 - start, stages)
             if self.on_step is not None:
                 late, dropped, skipped = (b - a for a, b in zip(before, self._counts(sessions)))
-                self.on_step(StepReport(t4 - start, stages, len(sessions), late, dropped, skipped))
+                self.on_step(StepReport(t2 - start, stages, len(sessions), late, dropped, skipped))
 
     @staticmethod
     def _counts(sessions: list[Session]) -> tuple[int, int, int]:
@@ -214,6 +280,7 @@ class Engine:
             grid = self.vision.cfg.grid // self.preset.vision_pool
             session.vision_changes = (grid, result.changed.tolist(), result.recomputed)
             self.lm.update_vision(state["lm"], row, result.tokens, changed=result.changed)
+            self._seeing.add(row)
 
     # -- the clock -------------------------------------------------------------------------------
     def _phase_shift(self) -> float:

@@ -16,7 +16,7 @@ from codec import MimiCodec, load_codec
 from core.errors import CheckpointError
 from encoders import SiglipVision, load_vision
 
-from .engine import Engine
+from .engine import CudaGraphs, Engine
 from .model.checkpoint import load_lm
 from .model.lm import StreamingLM
 from .model.tokenizer import TextTokenizer
@@ -105,7 +105,9 @@ def _folder(name: str) -> Path:
 
 
 def build_engine(name: str, max_sessions: int, placement: Placement = CPU) -> Engine:
-    """An engine on `load_model(name, placement)`; sampling follows the LM's config."""
+    """An engine on `load_model(name, placement)`; sampling follows the LM's config. On a GPU each batch size's
+    step is captured as a CUDA graph at start-up."""
     m = load_model(name, placement)
+    capture = CudaGraphs() if placement.device.type == "cuda" else None
     return Engine(m.codec, m.lm, vision=m.vision, tokenizer=m.tokenizer, max_sessions=max_sessions,
-                  vision_pool=m.preset.vision_pool)
+                  vision_pool=m.preset.vision_pool, capture=capture)

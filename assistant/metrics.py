@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 if TYPE_CHECKING:
     from .engine import StepReport
 
-STAGES = ("input", "vision", "encode", "lm", "decode")
+STAGES = ("input", "vision", "encode", "lm", "decode", "model")  # model: encode + lm + decode replayed as a graph
 BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 1.0)
 
 

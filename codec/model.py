@@ -94,16 +94,19 @@ class MimiCodec(nn.Module):
         return codes.long()
 
     # -- streaming -----------------------------------------------------------------------------
-    def encode_step(self, wav: torch.Tensor, state: State, sample_rate: int | None = None) -> torch.Tensor:
-        """Whole frames [B, C, k * frame_size] -> codes [B, num_codebooks, k]."""
-        wav = self._check_audio(wav, sample_rate)
+    def encode_step(self, wav: torch.Tensor, state: State, sample_rate: int | None = None,
+                    checked: bool = True) -> torch.Tensor:
+        """Whole frames [B, C, k * frame_size] -> codes [B, num_codebooks, k]. `checked=False` skips the checks
+        that read values (finite samples), which wait on the device: for callers whose audio is checked already."""
+        wav = self._check_audio(wav, sample_rate) if checked else wav.to(self._param().dtype)
         if wav.shape[-1] == 0 or wav.shape[-1] % self.frame_size:
             raise CodecInputError(f"a streaming step takes whole frames of {self.frame_size} samples; got {wav.shape[-1]}")
         return self._encode(wav, state)
 
-    def decode_step(self, codes: torch.Tensor, state: State) -> torch.Tensor:
-        """codes [B, K, k] -> audio [B, C, k * frame_size]."""
-        codes = self._check_codes(codes)
+    def decode_step(self, codes: torch.Tensor, state: State, checked: bool = True) -> torch.Tensor:
+        """codes [B, K, k] -> audio [B, C, k * frame_size]; `checked=False` as for `encode_step` (codes the codec
+        or the LM made)."""
+        codes = self._check_codes(codes) if checked else codes
         if codes.shape[-1] == 0:
             raise CodecInputError("a streaming decode step needs at least one frame of codes")
         return self._decode(codes, state)

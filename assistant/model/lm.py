@@ -242,10 +242,11 @@ class StreamingLM(nn.Module):
         initial[:, 0] = cfg.text_card
         return torch.where(offset[:, None] <= self.delays, initial, current)
 
-    def temporal(self, inputs: torch.Tensor, state: State) -> torch.Tensor:
+    def temporal(self, inputs: torch.Tensor, state: State, vision: bool | None = None) -> torch.Tensor:
         """Input tokens [B, 1 + n_q, T] -> normalised transformer output [B, T, dim].
 
-        T = 1 when streaming; a longer T from a fresh state is the offline (teacher-forced) pass."""
+        T = 1 when streaming; a longer T from a fresh state is the offline (teacher-forced) pass. `vision`: whether
+        any row has vision tokens, when the caller knows (None: read it from the state, a device sync)."""
         x = None
         for k, table in enumerate(self.emb):
             e = embed(table, inputs[:, k + 1])
@@ -254,12 +255,12 @@ class StreamingLM(nn.Module):
         layers, cfg = state["transformer"], self.cfg
         ctx = StepContext.build(layers["end"], x.shape[1], cfg.context, cfg.dim // cfg.num_heads,
                                 cfg.rope_max_period, x.dtype)
-        vision = None
-        if self.vision is not None and bool(state["vision"]["on"].any()):
+        seeing = None
+        if self.vision is not None and (bool(state["vision"]["on"].any()) if vision is None else vision):
             vis = state["vision"]
-            vision = VisionStep(self.vision, vis["k"], vis["v"], vis["on"])
+            seeing = VisionStep(self.vision, vis["k"], vis["v"], vis["on"])
         for i, layer in enumerate(self.transformer):
-            x = layer(x, layers[str(i)], ctx, vision)
+            x = layer(x, layers[str(i)], ctx, seeing)
         layers["end"] += x.shape[1]
         return self.out_norm(x)
 
@@ -274,15 +275,17 @@ class StreamingLM(nn.Module):
 
     @torch.no_grad()
     def step(self, user_codes: torch.Tensor, state: State, greedy: bool = False,
-             forced_text: torch.Tensor | None = None) -> StepOutput:
+             forced_text: torch.Tensor | None = None, checked: bool = True, vision: bool | None = None) -> StepOutput:
         """One frame for every row: user codes [B, n_user] in, text token and model codes out.
 
-        `forced_text` [B] replaces the sampled text token (teacher forcing, e.g. scripted answers).
+        `forced_text` [B] replaces the sampled text token (teacher forcing, e.g. scripted answers). A caller whose
+        codes are valid by construction (the engine: the codec made them) passes `checked=False` and says whether
+        any row has `vision` tokens: the step then never waits on the device, so it can be captured as a graph.
         """
         cfg = self.cfg
-        user = self._check_user(user_codes, state)
+        user = self._check_user(user_codes, state) if checked else user_codes
         offset = state["offset"]
-        out = self.temporal(self._inputs(user, state)[..., None], state)
+        out = self.temporal(self._inputs(user, state)[..., None], state, vision)
         text_logits = self.text_linear(out)[:, 0]
         draws = offset * (cfg.dep_q + 1)  # per-row counters: one per sampled token
         seeds = None if greedy else state["seed"]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from assistant.loader import build_engine
+from assistant.loader import Placement, build_engine
 from assistant.synth.dialogue import answers
 from tests.support.evaluate import answer_correct, held_out_cases, normalise
 from tests.support.loopback import CHROMIUM, serving, started_page
@@ -49,9 +49,9 @@ def write_scene(path: Path, image: np.ndarray, frames: int = 30) -> Path:
     return path
 
 
-@pytest_asyncio.fixture
-async def server():
-    async with serving(build_engine("tiny", 4)) as (url, _):
+@pytest_asyncio.fixture(params=["float32", "bfloat16"])
+async def server(request):
+    async with serving(build_engine("tiny", 4, Placement.of("cpu", request.param))) as (url, _):
         yield url
 
 

@@ -357,3 +357,29 @@ def test_the_engine_refuses_more_sessions_than_memory_holds(codec):
     assert engine.session_bytes > 0
     with pytest.raises(EngineError, match="lower --max-sessions"):
         Engine(codec, lm, max_sessions=10**12)
+
+
+def test_captured_steps_replay_what_eager_steps_compute(codec):
+    """The plumbing CUDA graphs need, on the CPU: every batch size's step (with and without vision) is recorded
+    before any session joins and replayed on static buffers; the warm-up's writes to free rows are reset by
+    the sessions that join. `lambda work: work` stands in for `CudaGraphs` (a replay runs the recorded work)."""
+    lm = lm_for(codec, vision=True)
+    vision = SiglipVision(vision_preset("test")).eval()
+    frame = (np.random.default_rng(1).random((60, 80, 3)) * 255).astype(np.uint8)
+    runs = []
+    for capture in (None, lambda work: work):
+        engine = Engine(codec, lm, vision=vision, max_sessions=4, capture=capture)
+        sessions = [engine.add_session(seed=i) for i in range(3)]
+        for i, s in enumerate(sessions):
+            feed(s, speech(1.0, i))
+        sessions[1].push_video(frame)
+        stages = set()
+        for _ in range(8):
+            engine.step()
+            stages |= set(engine.last_step[1])
+        runs.append(([frames_from(s) for s in sessions], sorted(engine._graphs), stages))
+    (eager, none, eager_stages), (replayed, graphs, replay_stages) = runs
+    assert none == [] and graphs == [(n, v) for n in (1, 2, 4) for v in (False, True)]
+    for a, b in zip(eager, replayed):
+        assert np.array_equal(a, b) and len(a) == 8 * codec.frame_size
+    assert "model" in replay_stages and "model" not in eager_stages and "lm" in eager_stages
