@@ -26,7 +26,7 @@ import torch
 from codec import MimiCodec
 from core.errors import EngineError, FrameError
 from core.state import leaves, map_state, reset_rows
-from encoders import SiglipVision, SparseEncoder, SparseSettings
+from encoders import SiglipVision, SparseBatch, SparseSettings
 
 from .model.lm import StreamingLM
 from .model.tokenizer import TextTokenizer
@@ -84,11 +84,13 @@ class Engine:
         self.codec, self.lm, self.vision, self.tokenizer = codec, lm, vision, tokenizer
         self.max_sessions, self.greedy = max_sessions, greedy
         self.device = next(codec.parameters()).device
-        self.session_bytes = _state_bytes(self._init_state(1))
+        seeing = 0 if vision is None else SparseBatch(vision, sessions=1).nbytes  # the change-only encoder's
+        self.session_bytes = _state_bytes(self._init_state(1)) + seeing
         _check_fits(self.session_bytes, max_sessions, self.device)
         self.sessions: list[Session] = []  # live, in the order they joined
         self._slots: list[Session | None] = [None] * max_sessions  # the session holding each state row
-        self._encoders: dict[int, SparseEncoder] = {}
+        # every session's change-only vision state, in the same rows as its streaming state
+        self._vision = None if vision is None else SparseBatch(vision, SparseSettings(pool=vision_pool), max_sessions)
         self._state = self._init_state(max_sessions)  # every row preallocated: joins and leaves never reallocate
         self._views: dict[int, dict] = {}  # the first n rows of the state, for a step of n rows
         # The one copy in and the one copy out per step: input frames staged on the host (pinned where a GPU
@@ -132,8 +134,8 @@ class Engine:
                 self._state["lm"]["seed"][row] = seed
             self._slots[row] = session
             self.sessions.append(session)
-            if self.vision is not None:
-                self._encoders[session.id] = SparseEncoder(self.vision, SparseSettings(pool=self.preset.vision_pool))
+            if self._vision is not None:
+                self._vision.reset(row)
             return session
 
     @contextmanager
@@ -153,7 +155,6 @@ class Engine:
             row = self._slots.index(session)
             self._slots[row] = None
             self.sessions.remove(session)
-            self._encoders.pop(session.id, None)
             if self.lm is not None:
                 self.lm.clear_vision(self._state["lm"], row)  # a free row inside a step's rows reads no vision
             self._seeing.discard(row)
@@ -259,25 +260,29 @@ class Engine:
 
     def _update_vision(self, occupied: list[tuple[int, Session]], state: dict) -> None:
         """Encode camera frames more often while the user speaks (every SPEAKING_EVERY steps) than in
-        silence (every SILENT_EVERY), and less often still if the encoder cannot keep up."""
-        if self.vision is None or self.lm is None:
+        silence (every SILENT_EVERY), and less often still if the encoder cannot keep up; the frames due this
+        step, of all sessions, are encoded in one call."""
+        if self._vision is None or self.lm is None:
             return
+        due: dict[int, Session] = {}
         for row, session in occupied:
             step = session.timings.steps
             if not session.last_quiet:  # this step's input frame
                 session.voice_until = step + VOICE_HANGOVER
             every = SPEAKING_EVERY if step < session.voice_until else SILENT_EVERY
             every *= max(1, math.ceil(session.vision_seconds / self.frame_seconds))  # never outrun the encoder
-            if step - session.vision_step < every or session.video is None:
+            if step - session.vision_step >= every and session.video is not None:
+                due[row] = session
+        if not due:
+            return
+        results = self._vision.update({row: session.take_video() for row, session in due.items()})
+        grid = self.vision.cfg.grid // self.preset.vision_pool
+        for row, result in results.items():
+            session = due[row]
+            if isinstance(result, FrameError):
+                log.warning("session %d: camera frame refused: %s", session.id, result)
                 continue
-            frame = session.take_video()
-            try:
-                result = self._encoders[session.id].update(frame)
-            except FrameError as e:
-                log.warning("session %d: camera frame refused: %s", session.id, e)
-                continue
-            session.vision_step, session.vision_seconds = step, result.seconds
-            grid = self.vision.cfg.grid // self.preset.vision_pool
+            session.vision_step, session.vision_seconds = session.timings.steps, result.seconds
             session.vision_changes = (grid, result.changed.tolist(), result.recomputed)
             self.lm.update_vision(state["lm"], row, result.tokens, changed=result.changed)
             self._seeing.add(row)

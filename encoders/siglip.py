@@ -1,8 +1,8 @@
 """SigLIP-architecture vision transformer (patch tokens after the post-layernorm; no pooling head).
 
-Every layer can run on a subset of its tokens (`rows`) while attending to the
-keys/values of all of them, which is what the change-only encoder builds on; a
-dense encode is the same call with every row selected.
+Every layer can run on a subset of its tokens (`rows`, per session of a batch)
+while attending to the cached keys/values of all of them, which is what the
+change-only encoder builds on; a dense encode is the same call without a cache.
 """
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from torch import nn
 
 from core.checkpoint import build, own_config, read_safetensors, rename_keys, save_model
 from core.config import JsonConfig, named
+
+Cache = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # keys, values [S, H, N, Dh]; which sessions [B]
 
 
 @dataclass(frozen=True)
@@ -64,16 +66,24 @@ class Layer(nn.Module):
         self.fc1 = nn.Linear(d, cfg.mlp)
         self.fc2 = nn.Linear(cfg.mlp, d)
 
-    def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-        """x [B, n, D]: the selected rows' inputs; k, v [B, H, N, Dh] caches of all tokens, updated in place
-        at `rows` (None = all). Returns the selected rows' outputs."""
+    def forward(self, x: torch.Tensor, cache: Cache | None = None, rows: torch.Tensor | None = None,
+                active: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, n, D] -> [B, n, D]. Without `cache` the tokens attend to each other (a dense encode). With
+        cache = (k, v, sessions): k, v [S, H, N, Dh] hold every token's keys and values for S sessions, of which
+        x's rows are `sessions` [B]; x's own keys and values are written there first (all N tokens in order
+        when `rows` is None, else at `rows` [B, n] where `active` [B, n]), then x attends to all N."""
         h = self.layer_norm1(x)
         split = lambda t: t.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # noqa: E731
-        q = split(self.q_proj(h))
-        if rows is None:
-            k[:], v[:] = split(self.k_proj(h)), split(self.v_proj(h))
-        else:
-            k[:, :, rows], v[:, :, rows] = split(self.k_proj(h)), split(self.v_proj(h))
+        q, k, v = split(self.q_proj(h)), split(self.k_proj(h)), split(self.v_proj(h))
+        if cache is not None:
+            keys, values, sessions = cache
+            if rows is None:  # every token: the cache's rows are now exactly k and v
+                keys[sessions], values[sessions] = k, v
+            else:
+                who = sessions[:, None].expand_as(rows)[active]
+                keys.transpose(1, 2)[who, rows[active]] = k.transpose(1, 2)[active]
+                values.transpose(1, 2)[who, rows[active]] = v.transpose(1, 2)[active]
+                k, v = keys[sessions], values[sessions]
         attn = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
         x = x + self.out_proj(attn)
         return x + self.fc2(F.gelu(self.fc1(self.layer_norm2(x)), approximate="tanh"))
@@ -98,17 +108,18 @@ class SiglipVision(nn.Module):
         pos = self.position_embedding.weight if rows is None else self.position_embedding.weight[rows]
         return patches @ w.t() + self.patch_embedding.bias + pos
 
-    def kv_cache(self, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def kv_cache(self, sessions: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, room for every token's keys and values of `sessions` sessions (the change-only encoder's)."""
         cfg, p = self.cfg, self.post_layernorm.weight
-        shape = (batch, cfg.heads, cfg.tokens, cfg.hidden // cfg.heads)
+        shape = (sessions, cfg.heads, cfg.tokens, cfg.hidden // cfg.heads)
         return [(torch.zeros(shape, dtype=p.dtype, device=p.device), torch.zeros(shape, dtype=p.dtype, device=p.device))
                 for _ in self.layers]
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """Dense encode: pixels [B, 3, S, S] in [-1, 1] -> tokens [B, N, D]."""
         x = self.embed(self.patches(pixels))
-        for layer, (k, v) in zip(self.layers, self.kv_cache(pixels.shape[0])):
-            x = layer(x, k, v, None)
+        for layer in self.layers:
+            x = layer(x)
         return self.post_layernorm(x)
 
 

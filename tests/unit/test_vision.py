@@ -5,8 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from encoders import (FrameError, SiglipVision, SparseEncoder, SparseSettings,
-                      load_vision, save_vision, to_pixels, vision_preset)
+from encoders import (
+    FrameError,
+    SiglipVision,
+    SparseBatch,
+    SparseEncoder,
+    SparseSettings,
+    load_vision,
+    save_vision,
+    to_pixels,
+    vision_preset,
+)
 
 CFG = vision_preset("test")  # 56 px, 8 x 8 patches of 7 px
 
@@ -124,3 +133,32 @@ def test_own_format_round_trip(model, tmp_path):
     save_vision(model, tmp_path / "v.safetensors")
     loaded = load_vision(tmp_path / "v.safetensors")
     assert loaded.cfg == CFG and torch.equal(dense(loaded, scene(3)), dense(model, scene(3)))
+
+
+@pytest.mark.parametrize("settings", [SparseSettings(), SparseSettings(threshold=0.0, budget=3),
+                                      SparseSettings(threshold=0, pixel_threshold=0, refresh_every=0)])
+def test_sessions_encoded_together_get_what_each_gets_alone(model, settings):
+    """One SparseBatch call per frame for every session that has one, as the engine encodes its sessions:
+    each session's tokens, changed tokens and per-layer counts are those of its own encoder, whatever the others
+    do (static, moving, refreshing, or sending a frame the encoder refuses)."""
+    plans = [[scene(5), scene(5, noise=2, seed=1), scene(5, noise=2, seed=2), scene(5)],  # a still scene
+             [scene(7), scene(18), scene(28), scene(40)],  # a moving square
+             [scene(30), scene(12), None, scene(12)],  # skips a frame
+             [scene(20), np.zeros((2, 2, 3), np.uint8), scene(21), scene(22)]]  # a bad frame in between
+    alone = [SparseEncoder(model, settings) for _ in plans]
+    together = SparseBatch(model, settings, sessions=len(plans) + 1)  # a spare row, never used
+    for t in range(4):
+        got = together.update({row: plan[t] for row, plan in enumerate(plans) if plan[t] is not None})
+        for row, plan in enumerate(plans):
+            if plan[t] is None:
+                assert row not in got
+                continue
+            try:
+                own = alone[row].update(plan[t])
+            except FrameError as e:
+                assert isinstance(got[row], FrameError) and str(got[row]) == str(e)
+                continue
+            mine = got[row]
+            assert torch.allclose(mine.tokens, own.tokens, atol=1e-5)
+            assert torch.equal(mine.changed, own.changed) and mine.per_layer == own.per_layer
+            assert (mine.recomputed, mine.refreshed) == (own.recomputed, own.refreshed)
