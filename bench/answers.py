@@ -21,8 +21,14 @@ sys.path.insert(0, str(ROOT))
 
 from assistant.loader import build_engine  # noqa: E402
 from assistant.synth.speech import ASSISTANT, espeak  # noqa: E402
-from tests.support.evaluate import (HELD_OUT_SEED, Recognizer, answer_cases, answer_correct,  # noqa: E402
-                                    held_out_cases, word_error_rate)
+from tests.support.evaluate import (  # noqa: E402
+    HELD_OUT_SEED,
+    Recognizer,
+    answer_cases,
+    answer_correct,
+    held_out_cases,
+    word_error_rate,
+)
 
 LISTEN = 4.0
 

@@ -19,11 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from assistant.model.config import LMConfig, lm_preset  # noqa: E402
+from bench.model import copy_bandwidth  # noqa: E402
+from bench.model import time_steps as timed  # noqa: E402
 
 FRAME_MS = 80.0
 # A Moshi-architecture LM of about 1.2B parameters: the temporal transformer of a 2048-wide 16-layer model, a
@@ -51,27 +51,6 @@ before = rss("VmRSS:")
 load_lm(sys.argv[1], config=cfg, dtype=torch.bfloat16, device=sys.argv[3])
 print(rss("VmHWM:") - before)
 """
-
-
-def timed(step, steps: int, warmup: int, sync) -> float:
-    """Median milliseconds of `step`."""
-    for _ in range(warmup):
-        step()
-    sync()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
-def bandwidth(device: torch.device, sync, size: int = 2**30) -> float:
-    """Bytes read + written per second by a copy of `size` bytes on the device."""
-    src = torch.empty(size, dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    return 2 * size / (timed(lambda: dst.copy_(src), 10, 2, sync) / 1000)
 
 
 def read_per_step(model: torch.nn.Module) -> int:
@@ -190,7 +169,7 @@ def main() -> None:
     batches, reference = ([1, 8, 16, 32, 64, 128], [1, 8]) if gpu else ([1, 2, 4], [1])
     print(f"{name}: measuring ...", flush=True)
     with torch.inference_mode():
-        bw = bandwidth(device, sync)
+        bw = copy_bandwidth(device, sync)
         lm, info = lm_rows(cfg, device, batches, reference, args.steps, sync, bw)
         mimi = codec_rows(device, [1, 64] if gpu else [1, 8], 10 if gpu else 5, sync)
         vision = vision_rows(device, 16 if gpu else 2, 3 if gpu else 1, sync)

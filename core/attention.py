@@ -93,10 +93,12 @@ class Attention(nn.Module):
 
     def _write(self, state: State, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> None:
         n = min(k.shape[2], self.context)
-        slots = torch.remainder(pos[:, -n:], self.context)[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+        slots = torch.remainder(pos[:, -n:], self.context)  # [B, n]
         if torch.is_grad_enabled():  # training: the old ring is still needed by autograd
-            state["k"] = state["k"].scatter(2, slots, k[:, :, -n:])
-            state["v"] = state["v"].scatter(2, slots, v[:, :, -n:])
-        else:
-            state["k"].scatter_(2, slots, k[:, :, -n:])
-            state["v"].scatter_(2, slots, v[:, :, -n:])
+            index = slots[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+            state["k"] = state["k"].scatter(2, index, k[:, :, -n:])
+            state["v"] = state["v"].scatter(2, index, v[:, :, -n:])
+        else:  # in place, indexing (row, slot) pairs: a scatter over the whole ring costs far more
+            rows = torch.arange(k.shape[0], device=k.device)[:, None].expand_as(slots)
+            state["k"].transpose(1, 2)[rows, slots] = k[:, :, -n:].transpose(1, 2)
+            state["v"].transpose(1, 2)[rows, slots] = v[:, :, -n:].transpose(1, 2)
