@@ -84,13 +84,14 @@ class Engine:
         self.codec, self.lm, self.vision, self.tokenizer = codec, lm, vision, tokenizer
         self.max_sessions, self.greedy = max_sessions, greedy
         self.device = next(codec.parameters()).device
-        seeing = 0 if vision is None else SparseBatch(vision, sessions=1).nbytes  # the change-only encoder's
-        self.session_bytes = _state_bytes(self._init_state(1)) + seeing
+        vision_bytes = 0 if vision is None else SparseBatch(vision, sessions=1).nbytes  # the change-only encoder's
+        self.session_bytes = _state_bytes(self._init_state(1)) + vision_bytes
         _check_fits(self.session_bytes, max_sessions, self.device)
         self.sessions: list[Session] = []  # live, in the order they joined
         self._slots: list[Session | None] = [None] * max_sessions  # the session holding each state row
         # every session's change-only vision state, in the same rows as its streaming state
-        self._vision = None if vision is None else SparseBatch(vision, SparseSettings(pool=vision_pool), max_sessions)
+        self._encoders = None if vision is None else SparseBatch(vision, SparseSettings(pool=vision_pool),
+                                                                  max_sessions)
         self._state = self._init_state(max_sessions)  # every row preallocated: joins and leaves never reallocate
         self._views: dict[int, dict] = {}  # the first n rows of the state, for a step of n rows
         # The one copy in and the one copy out per step: input frames staged on the host (pinned where a GPU
@@ -134,8 +135,8 @@ class Engine:
                 self._state["lm"]["seed"][row] = seed
             self._slots[row] = session
             self.sessions.append(session)
-            if self._vision is not None:
-                self._vision.reset(row)
+            if self._encoders is not None:
+                self._encoders.reset(row)
             return session
 
     @contextmanager
@@ -262,7 +263,7 @@ class Engine:
         """Encode camera frames more often while the user speaks (every SPEAKING_EVERY steps) than in
         silence (every SILENT_EVERY), and less often still if the encoder cannot keep up; the frames due this
         step, of all sessions, are encoded in one call."""
-        if self._vision is None or self.lm is None:
+        if self._encoders is None or self.lm is None:
             return
         due: dict[int, Session] = {}
         for row, session in occupied:
@@ -275,7 +276,7 @@ class Engine:
                 due[row] = session
         if not due:
             return
-        results = self._vision.update({row: session.take_video() for row, session in due.items()})
+        results = self._encoders.update({row: session.take_video() for row, session in due.items()})
         grid = self.vision.cfg.grid // self.preset.vision_pool
         for row, result in results.items():
             session = due[row]
