@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -39,18 +38,6 @@ FRAME_MS = 80.0
 # smaller depth transformer (per-codebook weights make it large otherwise); the reference can build it.
 CPU_LM = lm_preset("moshi-7b").with_(dim=2048, num_heads=16, num_layers=16, hidden=5632, context=750,
                                      depformer_dim=512, depformer_heads=8, depformer_layers=4, depformer_hidden=1408)
-LOAD = """
-import json, sys, torch
-from assistant.model.checkpoint import load_lm
-from assistant.model.config import LMConfig
-def rss(field):
-    return int(next(l for l in open("/proc/self/status") if l.startswith(field)).split()[1]) * 1024
-cfg = LMConfig.from_dict(json.loads(sys.argv[2]))
-open("/proc/self/clear_refs", "w").write("5")
-before = rss("VmRSS:")
-load_lm(sys.argv[1], config=cfg, dtype=torch.bfloat16, device=sys.argv[3])
-print(rss("VmHWM:") - before)
-"""
 
 
 def read_per_step(model: torch.nn.Module) -> int:
@@ -64,17 +51,17 @@ def lm_rows(cfg: LMConfig, device: torch.device, batches: list[int], reference: 
 
     from assistant.model.checkpoint import load_lm
     from tests.conformance.reference_lm import reference_lm, save_moshi_layout
+    from tests.support.memory import load_peak
 
     with tempfile.TemporaryDirectory() as tmp:
         ref = reference_lm(cfg).to(torch.bfloat16)
         path = save_moshi_layout(ref, Path(tmp) / "model.safetensors", cfg.dep_q)
-        load = subprocess.run([sys.executable, "-c", LOAD, str(path), cfg.to_json(), str(device)],
-                              capture_output=True, text=True, cwd=ROOT, check=True)
+        load_mb = load_peak(path, cfg, "bfloat16", str(device)) / 2**20
         ours = load_lm(path, config=cfg, dtype=torch.bfloat16, device=device)
     ref = ref.to(device)
     floor_ms = 1000 * read_per_step(ours) / floor_bw
     info = {"parameters": sum(p.numel() for p in ours.parameters()), "floor_ms": floor_ms,
-            "load_peak_host_mb": int(load.stdout.split()[-1]) / 2**20,
+            "load_peak_host_mb": load_mb,
             "weights_bf16_mb": sum(p.numel() * 2 for p in ours.parameters()) / 2**20}
     rows = []
     for batch in batches:

@@ -76,26 +76,10 @@ def test_greedy_generation_token_for_token(pair):
     assert matched == STEPS - CFG.max_delay
 
 
-LOAD = """
-import json, sys, torch
-from assistant.model.checkpoint import load_lm
-from assistant.model.config import LMConfig
-def rss(field):
-    return int(next(l for l in open("/proc/self/status") if l.startswith(field)).split()[1]) * 1024
-cfg = LMConfig.from_dict(json.loads(sys.argv[2]))
-open("/proc/self/clear_refs", "w").write("5")  # the peak (VmHWM) restarts from the current size
-before = rss("VmRSS:")
-model = load_lm(sys.argv[1], config=cfg, dtype=getattr(torch, sys.argv[3]))
-assert {p.dtype for p in model.parameters()} == {getattr(torch, sys.argv[3])}
-print(rss("VmHWM:") - before)
-"""
-
-
 def test_a_public_file_loads_straight_into_bfloat16(tmp_path):
     """A bf16 public-layout Moshi file loads into a bf16 model without a float32 copy of the weights on the way:
     the load's peak memory (a fresh process each) is well under that of loading the same file into float32."""
-    import subprocess
-    import sys
+    from tests.support.memory import load_peak
 
     cfg = CFG.with_(dim=512, num_heads=8, num_layers=8, hidden=1408, context=50, text_card=4000, card=1024,
                     n_q=16, dep_q=8, delays=lm_preset("moshi-7b").delays, depformer_dim=256, depformer_heads=4,
@@ -104,11 +88,7 @@ def test_a_public_file_loads_straight_into_bfloat16(tmp_path):
     fp32_bytes = 4 * sum(p.numel() for p in ref.parameters())
     path = save_moshi_layout(ref, tmp_path / "model.safetensors", cfg.dep_q)
     del ref
-    grown = {}
-    for dtype in ("float32", "bfloat16"):
-        done = subprocess.run([sys.executable, "-c", LOAD, str(path), cfg.to_json(), dtype], capture_output=True,
-                              text=True, check=True)
-        grown[dtype] = int(done.stdout.split()[-1])
+    grown = {dtype: load_peak(path, cfg, dtype) for dtype in ("float32", "bfloat16")}
     print(f"peak memory of the load: float32 {grown['float32'] / 2**20:.0f} MB, bfloat16 "
           f"{grown['bfloat16'] / 2**20:.0f} MB (weights {fp32_bytes / 2**20:.0f} MB in float32)")
     assert grown["bfloat16"] < grown["float32"] - fp32_bytes / 4
