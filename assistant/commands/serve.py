@@ -12,14 +12,16 @@ from . import add_model_options
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from ..access import OriginPolicy
     from ..server import build_app
 
+    origins = OriginPolicy.of(args.allow_origin)  # bad options fail before the model loads
     placement = Placement.of(args.device, args.dtype)
     engine = build_engine(args.model, args.max_sessions, placement)
     print(f"tutti: {args.model} on {placement}: state {engine.session_bytes / 2**20:.1f} MB per session, "
           f"{args.max_sessions} sessions preallocated", flush=True)
     print(f"tutti: serving {args.model} on http://{args.host}:{args.port}/ (WebSocket at /ws)", flush=True)
-    web.run_app(build_app(engine), host=args.host, port=args.port, print=None)
+    web.run_app(build_app(engine, origins=origins), host=args.host, port=args.port, print=None)
     return 0
 
 
@@ -32,4 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-sessions", type=int, default=16,
                    help="sessions served at once, their state preallocated (refused at start-up if it does not fit "
                         "in the device's free memory); more are refused")
+    p.add_argument("--allow-origin", action="append", metavar="ORIGIN",
+                   help="a web page origin (scheme://host[:port]) that may start sessions, besides the server's own "
+                        "and this machine's (localhost); repeat for more")
     p.set_defaults(func=cmd_serve, errors=(TuttiError, ValueError))

@@ -25,8 +25,9 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from core.audio import StreamingResampler, from_pcm16, to_pcm16
-from core.errors import EngineError, TuttiError
+from core.errors import EngineError
 
+from ..access import OriginPolicy, Refused
 from ..engine import Engine
 from ..metrics import Metrics
 from ..pacing import wrapped_phase
@@ -41,6 +42,8 @@ SLOT_MARGIN = 0.005  # the outgoing track aims to send new speech this long afte
 SLOT_GAIN = 0.5  # fraction of the slot grid's phase error corrected per delivery
 VIDEO_FPS = 5.0
 MAX_OFFER = 64 * 1024
+MAX_MEDIA = 3  # m-lines an offer may hold: the page sends audio, video and the data channel
+MAX_CANDIDATES = 32  # ICE candidates listed in an offer (a browser lists a handful per interface)
 
 
 def loopback_only() -> None:
@@ -106,14 +109,6 @@ class SpeechTrack(MediaStreamTrack):
 BAD_BODY = 'the body must be JSON {"sdp": "...", "type": "offer"}'
 
 
-class OfferError(TuttiError):
-    """An offer refused before any session starts: the HTTP status, the message, the metrics' reason."""
-
-    def __init__(self, status: int, text: str, reason: str) -> None:
-        super().__init__(text)
-        self.status, self.reason = status, reason
-
-
 def parse_offer(body: bytes | str, loopback: bool = False) -> str:
     """The SDP of a `POST /offer` body ({"sdp": ..., "type": "offer"}) that has an audio track; with `loopback`,
     remote candidates not on 127.0.0.1 are dropped (a second guard for loopback-only serving)."""
@@ -123,9 +118,13 @@ def parse_offer(body: bytes | str, loopback: bool = False) -> str:
         if kind != "offer" or not isinstance(sdp, str):
             raise ValueError
     except (ValueError, KeyError, TypeError):  # UnicodeDecodeError is a ValueError
-        raise OfferError(400, BAD_BODY, "bad_offer") from None
+        raise Refused(400, BAD_BODY, "bad_offer") from None
     if not re.search(r"^m=audio ", sdp, re.M):
-        raise OfferError(400, "the offer has no audio: Tutti needs a microphone track", "no_audio")
+        raise Refused(400, "the offer has no audio: Tutti needs a microphone track", "no_audio")
+    if len(re.findall(r"^m=", sdp, re.M)) > MAX_MEDIA:
+        raise Refused(400, f"the offer has more than {MAX_MEDIA} media sections (audio, video, data)", "too_many_media")
+    if len(re.findall(r"^a=candidate", sdp, re.M)) > MAX_CANDIDATES:
+        raise Refused(400, f"the offer lists more than {MAX_CANDIDATES} ICE candidates", "too_many_candidates")
     if loopback:
         sdp = "".join(line for line in sdp.splitlines(keepends=True)
                       if not line.startswith("a=candidate") or " 127.0.0.1 " in line)
@@ -218,31 +217,35 @@ class PeerSession:
 class WebRTCTransport:
     """`POST /offer`: each accepted offer becomes a PeerSession of `engine`; refusals are counted in `metrics`."""
 
-    def __init__(self, engine: Engine, metrics: Metrics, loopback: bool = False) -> None:
-        self.engine, self.metrics, self.loopback = engine, metrics, loopback
+    def __init__(self, engine: Engine, metrics: Metrics, loopback: bool = False,
+                 origins: OriginPolicy = OriginPolicy()) -> None:
+        self.engine, self.metrics, self.loopback, self.origins = engine, metrics, loopback, origins
         self.peers: set[PeerSession] = set()
 
-    def _refuse(self, error: OfferError) -> web.Response:
-        self.metrics.rejected.labels(error.reason).inc()
-        return web.json_response({"error": str(error)}, status=error.status)
+    def _refuse(self, error: Refused) -> web.Response:
+        self.metrics.rejected.labels(error.code).inc()
+        return error.response()
 
     async def offer(self, request: web.Request) -> web.Response:
         try:
+            self.origins.check(request)
+            if request.content_type != "application/json":
+                raise Refused(415, "an offer is sent as Content-Type: application/json", "content_type")
             if (request.content_length or 0) > MAX_OFFER:
-                raise OfferError(413, f"offer larger than {MAX_OFFER} bytes", "offer_too_large")
+                raise Refused(413, f"offer larger than {MAX_OFFER} bytes", "offer_too_large")
             sdp = parse_offer(await request.read(), self.loopback)
             try:
                 peer = PeerSession(self.engine, self.peers.discard)
             except EngineError as e:
-                raise OfferError(503, str(e), "session_limit") from None
-        except OfferError as e:
+                raise Refused(503, str(e), "session_limit") from None
+        except Refused as e:
             return self._refuse(e)
         self.peers.add(peer)
         try:
             answer = await peer.answer(sdp)
         except (ValueError, RuntimeError) as e:
             await peer.close()
-            return self._refuse(OfferError(400, f"cannot use this offer: {e}", "bad_sdp"))
+            return self._refuse(Refused(400, f"cannot use this offer: {e}", "bad_sdp"))
         return web.json_response({"sdp": answer.sdp, "type": answer.type, "session": peer.session.id})
 
     async def close(self) -> None:

@@ -14,6 +14,7 @@ from aiohttp import WSMsgType, web
 
 from core.errors import EngineError, InputError
 
+from ..access import OriginPolicy, Refused
 from ..engine import Engine
 from ..metrics import Metrics
 from ..session import Session
@@ -27,14 +28,19 @@ INPUT_RATE = 48_000  # until the client's `hello` says otherwise
 class WebSocketTransport:
     """The `/ws` handler, serving sessions of `engine` and counting refusals in `metrics`."""
 
-    def __init__(self, engine: Engine, metrics: Metrics) -> None:
-        self.engine, self.metrics = engine, metrics
+    def __init__(self, engine: Engine, metrics: Metrics, origins: OriginPolicy = OriginPolicy()) -> None:
+        self.engine, self.metrics, self.origins = engine, metrics, origins
 
-    async def _error(self, ws: web.WebSocketResponse, text: str, reason: str) -> None:
-        self.metrics.rejected.labels(reason).inc()
-        await ws.send_str(messages.message("error", message=text))
+    async def _error(self, ws: web.WebSocketResponse, text: str, code: str) -> None:
+        self.metrics.rejected.labels(code).inc()
+        await ws.send_str(messages.message("error", message=text, code=code))
 
-    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            self.origins.check(request)  # before the upgrade: a refused page gets an HTTP answer
+        except Refused as e:
+            self.metrics.rejected.labels(e.code).inc()
+            return e.response()
         ws = web.WebSocketResponse(max_msg_size=messages.MAX_MESSAGE, heartbeat=20)
         await ws.prepare(request)
         with ExitStack() as held:

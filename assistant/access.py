@@ -1,0 +1,59 @@
+"""Who may start a session: the Origin allowlist that `/ws` and `/offer` enforce (docs/reliability.md).
+
+A browser names the page that opened a connection in its `Origin` header, and a page from another site must
+not be able to use a visitor's microphone through this server: its requests are refused. Allowed by default
+are the server's own origin (the `Host` the request came to, on the same scheme) and pages on this machine
+(localhost, 127.0.0.1, [::1] on any port); `--allow-origin` adds others. Clients that are not browsers send
+no Origin and are not concerned by it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from core.errors import TuttiError
+
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+class Refused(TuttiError):
+    """A request refused before any session starts: the HTTP status, the message and a machine-readable code
+    (also the reason in `tutti_rejected_total`)."""
+
+    def __init__(self, status: int, text: str, code: str) -> None:
+        super().__init__(text)
+        self.status, self.code = status, code
+
+    def response(self) -> web.Response:
+        return web.json_response({"error": str(self), "code": self.code}, status=self.status)
+
+
+@dataclass(frozen=True)
+class OriginPolicy:
+    allowed: frozenset[str] = frozenset()  # exact origins, e.g. "https://kiosk.example:8443"
+
+    @classmethod
+    def of(cls, origins: list[str] | None) -> OriginPolicy:
+        """From `--allow-origin` values (scheme://host[:port]); a value that is not an origin is an error."""
+        allowed = set()
+        for origin in origins or []:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+                raise ValueError(f"--allow-origin {origin!r}: give an origin, scheme://host[:port]")
+            allowed.add(origin.rstrip("/").lower())
+        return cls(frozenset(allowed))
+
+    def check(self, request: web.Request) -> None:
+        """Refused (403) unless the request has no Origin or an allowed one."""
+        origin = request.headers.get("Origin")
+        if origin is None or self.allows(origin.lower(), request):
+            return
+        raise Refused(403, f"origin {origin!r} may not start sessions here (see --allow-origin)", "origin")
+
+    def allows(self, origin: str, request: web.Request) -> bool:
+        if origin in self.allowed or origin == f"{request.scheme}://{request.host}".lower():
+            return True
+        parts = urlsplit(origin)
+        return parts.scheme in ("http", "https") and parts.hostname in LOCAL_HOSTS
