@@ -1,4 +1,5 @@
-"""Who may start a session: the Origin allowlist that `/ws` and `/offer` enforce (docs/reliability.md).
+"""Who may start a session, and how often: the Origin allowlist and the per-address limits that `/ws` and
+`/offer` enforce (docs/reliability.md).
 
 A browser names the page that opened a connection in its `Origin` header, and a page from another site must
 not be able to use a visitor's microphone through this server: its requests are refused. Allowed by default
@@ -8,7 +9,11 @@ no Origin and are not concerned by it.
 """
 from __future__ import annotations
 
+import time
+from collections import defaultdict, deque
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -16,6 +21,7 @@ from aiohttp import web
 from core.errors import TuttiError
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+PURGE_ABOVE = 4096  # addresses tracked before those idle for a minute are dropped
 
 
 class Refused(TuttiError):
@@ -57,3 +63,46 @@ class OriginPolicy:
             return True
         parts = urlsplit(origin)
         return parts.scheme in ("http", "https") and parts.hostname in LOCAL_HOSTS
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    starts_per_minute: int = 30  # sessions one address may start in any 60 s
+    sessions_per_address: int = 8  # sessions one address may hold at once
+
+
+class Admission:
+    """Per-address bookkeeping of session starts (a sliding minute) and of sessions held; one per server."""
+
+    def __init__(self, limits: RateLimits | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits, self.clock = limits, clock
+        self._starts: dict[str, deque[float]] = defaultdict(deque)
+        self._held: dict[str, int] = defaultdict(int)
+
+    @contextmanager
+    def hold(self, address: str | None) -> Iterator[None]:
+        """A session from `address` for the duration of the block; Refused (429) over either limit."""
+        limits, key = self.limits, address or "unknown"
+        if limits is not None:
+            now = self.clock()
+            if len(self._starts) > PURGE_ABOVE:  # addresses seen long ago are forgotten, not kept forever
+                for old in [k for k, v in self._starts.items() if not v or now - v[-1] >= 60]:
+                    del self._starts[old]
+            starts = self._starts[key]
+            while starts and now - starts[0] >= 60:
+                starts.popleft()
+            if self._held[key] >= limits.sessions_per_address:
+                raise Refused(429, f"{key} holds {limits.sessions_per_address} sessions already", "too_many_sessions")
+            if len(starts) >= limits.starts_per_minute:
+                raise Refused(429, f"{key} started {limits.starts_per_minute} sessions in the last minute; "
+                                   "try again shortly", "rate")
+            starts.append(now)
+        self._held[key] += 1
+        try:
+            yield
+        finally:
+            self._held[key] -= 1
+            if not self._held[key]:
+                del self._held[key]
+            if not self._starts.get(key):
+                self._starts.pop(key, None)

@@ -12,7 +12,7 @@ from . import add_model_options
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from ..access import OriginPolicy
+    from ..access import OriginPolicy, RateLimits
     from ..server import build_app
 
     origins = OriginPolicy.of(args.allow_origin)  # bad options fail before the model loads
@@ -21,7 +21,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"tutti: {args.model} on {placement}: state {engine.session_bytes / 2**20:.1f} MB per session, "
           f"{args.max_sessions} sessions preallocated", flush=True)
     print(f"tutti: serving {args.model} on http://{args.host}:{args.port}/ (WebSocket at /ws)", flush=True)
-    web.run_app(build_app(engine, origins=origins), host=args.host, port=args.port, print=None)
+    limits = RateLimits(args.starts_per_minute, args.sessions_per_address)
+    web.run_app(build_app(engine, origins=origins, limits=limits), host=args.host, port=args.port, print=None)
     return 0
 
 
@@ -37,4 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-origin", action="append", metavar="ORIGIN",
                    help="a web page origin (scheme://host[:port]) that may start sessions, besides the server's own "
                         "and this machine's (localhost); repeat for more")
+    p.add_argument("--starts-per-minute", type=int, default=30,
+                   help="sessions one client address may start in any minute; more are refused (default 30)")
+    p.add_argument("--sessions-per-address", type=int, default=8,
+                   help="sessions one client address may hold at once (default 8)")
     p.set_defaults(func=cmd_serve, errors=(TuttiError, ValueError))

@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import time
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from typing import Callable
 
 import av
@@ -27,7 +27,7 @@ from aiortc.mediastreams import MediaStreamError
 from core.audio import StreamingResampler, from_pcm16, to_pcm16
 from core.errors import EngineError
 
-from ..access import OriginPolicy, Refused
+from ..access import Admission, OriginPolicy, Refused
 from ..engine import Engine
 from ..metrics import Metrics
 from ..pacing import wrapped_phase
@@ -135,9 +135,16 @@ class PeerSession:
     """One peer connection and the engine session it holds, which join and always leave together: media in
     (audio always drained, video sampled), the assistant's speech out, captions and events on the data channel."""
 
-    def __init__(self, engine: Engine, on_closed: Callable[[PeerSession], None]) -> None:
+    def __init__(self, engine: Engine, on_closed: Callable[[PeerSession], None], admitted: AbstractContextManager
+                 ) -> None:
+        """`admitted`: the peer's place under the per-address limits, held as long as the session."""
         self._held = ExitStack()
-        self.session = self._held.enter_context(engine.session())  # EngineError when every slot is taken
+        try:
+            self._held.enter_context(admitted)  # Refused over a per-address limit
+            self.session = self._held.enter_context(engine.session())  # EngineError when every slot is taken
+        except BaseException:
+            self._held.close()
+            raise
         self.pc = RTCPeerConnection()
         self.speech = SpeechTrack(self.session)
         self.video_frames = 0
@@ -218,8 +225,9 @@ class WebRTCTransport:
     """`POST /offer`: each accepted offer becomes a PeerSession of `engine`; refusals are counted in `metrics`."""
 
     def __init__(self, engine: Engine, metrics: Metrics, loopback: bool = False,
-                 origins: OriginPolicy = OriginPolicy()) -> None:
+                 origins: OriginPolicy = OriginPolicy(), admission: Admission | None = None) -> None:
         self.engine, self.metrics, self.loopback, self.origins = engine, metrics, loopback, origins
+        self.admission = admission or Admission()
         self.peers: set[PeerSession] = set()
 
     def _refuse(self, error: Refused) -> web.Response:
@@ -235,7 +243,7 @@ class WebRTCTransport:
                 raise Refused(413, f"offer larger than {MAX_OFFER} bytes", "offer_too_large")
             sdp = parse_offer(await request.read(), self.loopback)
             try:
-                peer = PeerSession(self.engine, self.peers.discard)
+                peer = PeerSession(self.engine, self.peers.discard, self.admission.hold(request.remote))
             except EngineError as e:
                 raise Refused(503, str(e), "session_limit") from None
         except Refused as e:

@@ -14,7 +14,7 @@ from aiohttp import WSMsgType, web
 
 from core.errors import EngineError, InputError
 
-from ..access import OriginPolicy, Refused
+from ..access import Admission, OriginPolicy, Refused
 from ..engine import Engine
 from ..metrics import Metrics
 from ..session import Session
@@ -28,22 +28,25 @@ INPUT_RATE = 48_000  # until the client's `hello` says otherwise
 class WebSocketTransport:
     """The `/ws` handler, serving sessions of `engine` and counting refusals in `metrics`."""
 
-    def __init__(self, engine: Engine, metrics: Metrics, origins: OriginPolicy = OriginPolicy()) -> None:
+    def __init__(self, engine: Engine, metrics: Metrics, origins: OriginPolicy = OriginPolicy(),
+                 admission: Admission | None = None) -> None:
         self.engine, self.metrics, self.origins = engine, metrics, origins
+        self.admission = admission or Admission()
 
     async def _error(self, ws: web.WebSocketResponse, text: str, code: str) -> None:
         self.metrics.rejected.labels(code).inc()
         await ws.send_str(messages.message("error", message=text, code=code))
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        try:
-            self.origins.check(request)  # before the upgrade: a refused page gets an HTTP answer
-        except Refused as e:
-            self.metrics.rejected.labels(e.code).inc()
-            return e.response()
-        ws = web.WebSocketResponse(max_msg_size=messages.MAX_MESSAGE, heartbeat=20)
-        await ws.prepare(request)
         with ExitStack() as held:
+            try:  # before the upgrade: a refused page or address gets an HTTP answer
+                self.origins.check(request)
+                held.enter_context(self.admission.hold(request.remote))
+            except Refused as e:
+                self.metrics.rejected.labels(e.code).inc()
+                return e.response()
+            ws = web.WebSocketResponse(max_msg_size=messages.MAX_MESSAGE, heartbeat=20)
+            await ws.prepare(request)
             try:
                 session = held.enter_context(self.engine.session(int(request.query.get("seed", "0") or 0)))
             except (EngineError, ValueError) as e:

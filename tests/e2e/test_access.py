@@ -2,6 +2,7 @@
 refusals that carry a machine-readable code. Real sockets on 127.0.0.1."""
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 import pytest_asyncio
 import websockets
 
-from assistant.access import OriginPolicy
+from assistant.access import Admission, OriginPolicy, RateLimits, Refused
 from assistant.engine import Engine
 from tests.support.loopback import serving
 
@@ -83,3 +84,43 @@ def test_a_malformed_allowed_origin_is_refused_at_start_up():
     done = subprocess.run([sys.executable, "-m", "assistant.cli", "serve", "--allow-origin", "ftp://x"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "give an origin" in done.stderr
+
+
+@pytest.mark.asyncio
+async def test_one_address_may_hold_and_start_only_so_many_sessions():
+    """Per client address, over both transports: at most 2 held at once, at most 3 started in a minute."""
+    engine = Engine(random_codec(), max_sessions=8)
+    async with serving(engine, limits=RateLimits(starts_per_minute=3, sessions_per_address=2)) as (url, _):
+        ws_url = url.replace("http://", "ws://") + "/ws"
+        async with websockets.connect(ws_url) as a, websockets.connect(ws_url) as b:
+            await a.recv(), await b.recv()
+            status, body = await post_offer(url, None)  # a third session, by WebRTC this time
+            assert (status, body["code"]) == (429, "too_many_sessions")
+        await asyncio.sleep(0.1)  # both have left
+        async with websockets.connect(ws_url) as c:  # the third start of the minute
+            assert json.loads(await c.recv())["type"] == "ready"
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(ws_url):
+                pass
+        assert refused.value.response.status_code == 429
+        async with aiohttp.ClientSession() as http:
+            metrics = await (await http.get(url + "/metrics")).text()
+        assert 'tutti_rejected_total{reason="rate"} 1.0' in metrics
+        assert engine.sessions == []
+
+
+def test_start_times_slide_out_of_the_minute():
+    now = [0.0]
+    admission = Admission(RateLimits(starts_per_minute=2, sessions_per_address=5), clock=lambda: now[0])
+    for _ in range(2):
+        with admission.hold("10.0.0.1"):
+            pass
+    with pytest.raises(Refused, match="last minute"):
+        with admission.hold("10.0.0.1"):
+            pass
+    with admission.hold("10.0.0.2"):  # another address is not concerned
+        pass
+    now[0] = 60.0
+    with admission.hold("10.0.0.1"):
+        pass
+    assert admission._held == {}  # every hold released
