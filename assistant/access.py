@@ -1,5 +1,5 @@
-"""Who may start a session, and how often: the Origin allowlist and the per-address limits that `/ws` and
-`/offer` enforce (docs/reliability.md).
+"""Who may start a session, how often, and for how long: the Origin allowlist, the per-address limits and
+the session deadlines that `/ws` and `/offer` enforce (docs/reliability.md).
 
 A browser names the page that opened a connection in its `Origin` header, and a page from another site must
 not be able to use a visitor's microphone through this server: its requests are refused. Allowed by default
@@ -9,6 +9,7 @@ no Origin and are not concerned by it.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict, deque
 from contextlib import contextmanager
@@ -19,6 +20,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from core.errors import TuttiError
+
+from .session import Session
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 PURGE_ABOVE = 4096  # addresses tracked before those idle for a minute are dropped
@@ -106,3 +109,36 @@ class Admission:
                 del self._held[key]
             if not self._starts.get(key):
                 self._starts.pop(key, None)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 30.0  # seconds a WebRTC peer has to connect (ICE and DTLS)
+    no_media: float = 30.0  # seconds a connected session may send no audio
+    max_length: float = 4 * 3600.0  # seconds a session may last
+    tick: float = 0.5  # how often the limits are looked at
+
+
+class Deadlines:
+    """A session's deadlines, looked at when its transport asks (`expired`) or awaited (`wait`)."""
+
+    def __init__(self, session: Session, timeouts: Timeouts, connected: Callable[[], bool] = lambda: True) -> None:
+        self.session, self.timeouts, self.connected = session, timeouts, connected
+        self.start = time.monotonic()
+        self.since: float | None = None  # when the session was first seen connected
+
+    def expired(self) -> str | None:
+        """What ends the session now, if anything: "connect_timeout", "no_media" or "max_length"."""
+        now, t = time.monotonic(), self.timeouts
+        if self.since is None:
+            if self.connected():
+                self.since = now
+            return "connect_timeout" if self.since is None and now - self.start > t.connect else None
+        if now - max(self.since, self.session.last_ready or self.since) > t.no_media:
+            return "no_media"
+        return "max_length" if now - self.start > t.max_length else None
+
+    async def wait(self) -> str:
+        while (cause := self.expired()) is None:
+            await asyncio.sleep(self.timeouts.tick)
+        return cause

@@ -26,6 +26,8 @@ class Metrics:
                                "quiet input frames skipped to shed a lasting input backlog", registry=self.registry)
         self.rejected = Counter("tutti_rejected_total", "requests answered with an error", ["reason"],
                                 registry=self.registry)
+        self.closed = Counter("tutti_sessions_closed_total", "sessions ended, by what ended them", ["cause"],
+                              registry=self.registry)
 
     def observe_step(self, report: StepReport) -> None:
         self.step.observe(report.seconds)

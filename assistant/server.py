@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .access import Admission, OriginPolicy, RateLimits
+from .access import Admission, OriginPolicy, RateLimits, Timeouts
 from .engine import Engine
 from .metrics import Metrics
 from .transport.webrtc import WebRTCTransport, loopback_only
@@ -47,14 +47,14 @@ async def page(request: web.Request) -> web.FileResponse:
 
 
 def build_app(engine: Engine, loopback: bool = False, origins: OriginPolicy = OriginPolicy(),
-              limits: RateLimits | None = None) -> web.Application:
+              limits: RateLimits | None = None, timeouts: Timeouts = Timeouts()) -> web.Application:
     """`loopback`: WebRTC gathers and accepts ICE candidates on 127.0.0.1 only (tests, benchmarks); `origins`:
     the pages that may start sessions besides the server's own and local ones; `limits`: per client address,
-    over both transports (None: none)."""
+    over both transports (None: none); `timeouts`: the sessions' deadlines."""
     app = web.Application(client_max_size=2**20)
     metrics = Metrics()
     admission = Admission(limits)
-    webrtc = WebRTCTransport(engine, metrics, loopback, origins, admission)
+    webrtc = WebRTCTransport(engine, metrics, loopback, origins, admission, timeouts)
     running = asyncio.Event()
     app[ENGINE], app[METRICS], app[WEBRTC], app[RUNNING] = engine, metrics, webrtc, running
     if loopback:
@@ -73,7 +73,7 @@ def build_app(engine: Engine, loopback: bool = False, origins: OriginPolicy = Or
         await webrtc.close()
 
     app.cleanup_ctx.append(clock)
-    app.router.add_get("/ws", WebSocketTransport(engine, metrics, origins, admission).handle)
+    app.router.add_get("/ws", WebSocketTransport(engine, metrics, origins, admission, timeouts).handle)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)

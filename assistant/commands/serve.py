@@ -12,7 +12,7 @@ from . import add_model_options
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from ..access import OriginPolicy, RateLimits
+    from ..access import OriginPolicy, RateLimits, Timeouts
     from ..server import build_app
 
     origins = OriginPolicy.of(args.allow_origin)  # bad options fail before the model loads
@@ -22,7 +22,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
           f"{args.max_sessions} sessions preallocated", flush=True)
     print(f"tutti: serving {args.model} on http://{args.host}:{args.port}/ (WebSocket at /ws)", flush=True)
     limits = RateLimits(args.starts_per_minute, args.sessions_per_address)
-    web.run_app(build_app(engine, origins=origins, limits=limits), host=args.host, port=args.port, print=None)
+    timeouts = Timeouts(args.connect_timeout, args.no_media_timeout, args.max_session_minutes * 60)
+    web.run_app(build_app(engine, origins=origins, limits=limits, timeouts=timeouts), host=args.host, port=args.port,
+                print=None)
     return 0
 
 
@@ -42,4 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="sessions one client address may start in any minute; more are refused (default 30)")
     p.add_argument("--sessions-per-address", type=int, default=8,
                    help="sessions one client address may hold at once (default 8)")
+    p.add_argument("--connect-timeout", type=float, default=30.0,
+                   help="seconds a WebRTC peer has to connect before its session is ended (default 30)")
+    p.add_argument("--no-media-timeout", type=float, default=30.0,
+                   help="seconds a connected session may send no audio before it is ended (default 30)")
+    p.add_argument("--max-session-minutes", type=float, default=240.0,
+                   help="minutes a session may last (default 240)")
     p.set_defaults(func=cmd_serve, errors=(TuttiError, ValueError))

@@ -27,7 +27,7 @@ from aiortc.mediastreams import MediaStreamError
 from core.audio import StreamingResampler, from_pcm16, to_pcm16
 from core.errors import EngineError
 
-from ..access import Admission, OriginPolicy, Refused
+from ..access import Admission, Deadlines, OriginPolicy, Refused, Timeouts
 from ..engine import Engine
 from ..metrics import Metrics
 from ..pacing import wrapped_phase
@@ -42,7 +42,7 @@ SLOT_MARGIN = 0.005  # the outgoing track aims to send new speech this long afte
 SLOT_GAIN = 0.5  # fraction of the slot grid's phase error corrected per delivery
 VIDEO_FPS = 5.0
 MAX_OFFER = 64 * 1024
-MAX_MEDIA = 3  # m-lines an offer may hold: the page sends audio, video and the data channel
+MAX_MEDIA = 4  # m-lines an offer may hold: the page's microphone, camera, the assistant's voice, the data channel
 MAX_CANDIDATES = 32  # ICE candidates listed in an offer (a browser lists a handful per interface)
 
 
@@ -122,7 +122,7 @@ def parse_offer(body: bytes | str, loopback: bool = False) -> str:
     if not re.search(r"^m=audio ", sdp, re.M):
         raise Refused(400, "the offer has no audio: Tutti needs a microphone track", "no_audio")
     if len(re.findall(r"^m=", sdp, re.M)) > MAX_MEDIA:
-        raise Refused(400, f"the offer has more than {MAX_MEDIA} media sections (audio, video, data)", "too_many_media")
+        raise Refused(400, f"the offer has more than {MAX_MEDIA} media sections", "too_many_media")
     if len(re.findall(r"^a=candidate", sdp, re.M)) > MAX_CANDIDATES:
         raise Refused(400, f"the offer lists more than {MAX_CANDIDATES} ICE candidates", "too_many_candidates")
     if loopback:
@@ -135,9 +135,10 @@ class PeerSession:
     """One peer connection and the engine session it holds, which join and always leave together: media in
     (audio always drained, video sampled), the assistant's speech out, captions and events on the data channel."""
 
-    def __init__(self, engine: Engine, on_closed: Callable[[PeerSession], None], admitted: AbstractContextManager
-                 ) -> None:
-        """`admitted`: the peer's place under the per-address limits, held as long as the session."""
+    def __init__(self, engine: Engine, on_closed: Callable[[PeerSession, str], None], admitted: AbstractContextManager,
+                 timeouts: Timeouts) -> None:
+        """`admitted`: the peer's place under the per-address limits, held as long as the session; `on_closed` is
+        told once, with the cause, when the peer closes."""
         self._held = ExitStack()
         try:
             self._held.enter_context(admitted)  # Refused over a per-address limit
@@ -148,8 +149,9 @@ class PeerSession:
         self.pc = RTCPeerConnection()
         self.speech = SpeechTrack(self.session)
         self.video_frames = 0
-        self._tasks: list[asyncio.Task] = []
+        self.cause: str | None = None  # what ended it, once it has ended
         self._on_closed = on_closed
+        self._tasks: list[asyncio.Task] = [asyncio.create_task(self._watch(timeouts))]
         self.pc.on("track", self._on_track)
         self.pc.on("datachannel", self._on_channel)
         self.pc.on("connectionstatechange", self._on_state)
@@ -161,16 +163,26 @@ class PeerSession:
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         return self.pc.localDescription
 
-    async def close(self) -> None:
+    async def close(self, cause: str = "client") -> None:
+        if self.cause is not None:
+            return
+        self.cause = cause
         self._held.close()  # the session leaves the batch first: nothing waits for this peer any more
-        for t in self._tasks:
+        others = [t for t in self._tasks if t is not asyncio.current_task()]
+        for t in others:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._on_closed(self)
+        await asyncio.gather(*others, return_exceptions=True)
+        self._on_closed(self, cause)
         await self.pc.close()
 
+    async def _watch(self, timeouts: Timeouts) -> None:
+        """End the session when it does not connect in time, sends no audio for too long, or lasts too long."""
+        await self.close(await Deadlines(self.session, timeouts, lambda: self.pc.connectionState == "connected").wait())
+
     async def _on_state(self) -> None:
-        if self.pc.connectionState in ("failed", "closed", "disconnected"):
+        if self.pc.connectionState in ("failed", "disconnected"):
+            await self.close("failed")
+        elif self.pc.connectionState == "closed":
             await self.close()
 
     def _on_track(self, track: MediaStreamTrack) -> None:
@@ -225,9 +237,10 @@ class WebRTCTransport:
     """`POST /offer`: each accepted offer becomes a PeerSession of `engine`; refusals are counted in `metrics`."""
 
     def __init__(self, engine: Engine, metrics: Metrics, loopback: bool = False,
-                 origins: OriginPolicy = OriginPolicy(), admission: Admission | None = None) -> None:
+                 origins: OriginPolicy = OriginPolicy(), admission: Admission | None = None,
+                 timeouts: Timeouts = Timeouts()) -> None:
         self.engine, self.metrics, self.loopback, self.origins = engine, metrics, loopback, origins
-        self.admission = admission or Admission()
+        self.admission, self.timeouts = admission or Admission(), timeouts
         self.peers: set[PeerSession] = set()
 
     def _refuse(self, error: Refused) -> web.Response:
@@ -243,7 +256,7 @@ class WebRTCTransport:
                 raise Refused(413, f"offer larger than {MAX_OFFER} bytes", "offer_too_large")
             sdp = parse_offer(await request.read(), self.loopback)
             try:
-                peer = PeerSession(self.engine, self.peers.discard, self.admission.hold(request.remote))
+                peer = PeerSession(self.engine, self._closed, self.admission.hold(request.remote), self.timeouts)
             except EngineError as e:
                 raise Refused(503, str(e), "session_limit") from None
         except Refused as e:
@@ -252,12 +265,16 @@ class WebRTCTransport:
         try:
             answer = await peer.answer(sdp)
         except (ValueError, RuntimeError) as e:
-            await peer.close()
+            await peer.close("bad_sdp")
             return self._refuse(Refused(400, f"cannot use this offer: {e}", "bad_sdp"))
         return web.json_response({"sdp": answer.sdp, "type": answer.type, "session": peer.session.id})
 
+    def _closed(self, peer: PeerSession, cause: str) -> None:
+        self.peers.discard(peer)
+        self.metrics.closed.labels(cause).inc()
+
     async def close(self) -> None:
         """Close every peer (the server is stopping)."""
-        await asyncio.gather(*(peer.close() for peer in list(self.peers)), return_exceptions=True)
+        await asyncio.gather(*(peer.close("server") for peer in list(self.peers)), return_exceptions=True)
 
 

@@ -14,7 +14,7 @@ from aiohttp import WSMsgType, web
 
 from core.errors import EngineError, InputError
 
-from ..access import Admission, OriginPolicy, Refused
+from ..access import Admission, Deadlines, OriginPolicy, Refused, Timeouts
 from ..engine import Engine
 from ..metrics import Metrics
 from ..session import Session
@@ -29,9 +29,9 @@ class WebSocketTransport:
     """The `/ws` handler, serving sessions of `engine` and counting refusals in `metrics`."""
 
     def __init__(self, engine: Engine, metrics: Metrics, origins: OriginPolicy = OriginPolicy(),
-                 admission: Admission | None = None) -> None:
+                 admission: Admission | None = None, timeouts: Timeouts = Timeouts()) -> None:
         self.engine, self.metrics, self.origins = engine, metrics, origins
-        self.admission = admission or Admission()
+        self.admission, self.timeouts = admission or Admission(), timeouts
 
     async def _error(self, ws: web.WebSocketResponse, text: str, code: str) -> None:
         self.metrics.rejected.labels(code).inc()
@@ -53,50 +53,70 @@ class WebSocketTransport:
                 await self._error(ws, str(e), "session_limit")
                 await ws.close(code=1013)  # try again later
                 return ws
-            await self._converse(ws, session)
+            cause = await self._converse(ws, session)
+        self.metrics.closed.labels(cause).inc()
         if not ws.closed:
             await ws.close()
         return ws
 
-    async def _converse(self, ws: web.WebSocketResponse, session: Session) -> None:
+    async def _converse(self, ws: web.WebSocketResponse, session: Session) -> str:
+        """The session until the client leaves ("client") or a deadline ends it: then it is closed with code 1008
+        and the cause ("no_media": no audio for too long, "max_length"), which is returned."""
         codec = self.engine.codec
-        rate = INPUT_RATE
         await ws.send_str(messages.message("ready", session=session.id, sample_rate=codec.sample_rate,
-                                           frame_size=codec.frame_size, input_rate=rate))
+                                           frame_size=codec.frame_size, input_rate=INPUT_RATE))
         sender = asyncio.create_task(self._pump(ws, session))
         try:
-            async for msg in ws:
-                if msg.type == WSMsgType.ERROR:
-                    log.info("session %d: connection error %s", session.id, ws.exception())
-                    continue
-                try:
-                    if msg.type == WSMsgType.BINARY:
-                        session.push_audio(messages.parse_audio(msg.data), rate)
-                        continue
-                    if msg.type != WSMsgType.TEXT:
-                        continue
-                    data = messages.parse(msg.data)
-                    kind = data["type"]
-                    if kind == "hello":
-                        rate = messages.parse_rate(data, rate)
-                        await ws.send_str(messages.message("hello", input_rate=rate))
-                    elif kind == "image":
-                        session.push_video(messages.parse_image(data))
-                    elif kind == "ping":
-                        await ws.send_str(messages.message("pong", t=data.get("t")))
-                    elif kind == "timings":
-                        t = session.timings
-                        await ws.send_str(messages.message("timings", steps=t.steps, late_frames=t.late_frames,
-                                                           dropped_output=t.dropped_output, stages=t.stages))
-                    elif kind == "bye":
-                        break
-                    else:
-                        await self._error(ws, f"unknown message type {kind!r}", "unknown_type")
-                except InputError as e:
-                    await self._error(ws, str(e), e.reason if isinstance(e, messages.ProtocolError) else "bad_message")
+            return await self._receive(ws, session, Deadlines(session, self.timeouts))
         finally:
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
+
+    async def _receive(self, ws: web.WebSocketResponse, session: Session, deadlines: Deadlines) -> str:
+        """The client's messages, until it leaves (or says bye) or a deadline passes. The deadlines are looked at
+        between messages (at least every tick), and the close is sent from here: a close from another task
+        while this one reads would drop the connection without its close frame."""
+        rate = INPUT_RATE
+        while True:
+            try:
+                msg = await ws.receive(timeout=self.timeouts.tick)
+            except asyncio.TimeoutError:
+                msg = None
+            if (cause := deadlines.expired()) is not None:
+                await ws.close(code=1008, message=cause.encode())
+                return cause
+            if msg is None:
+                continue
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                return "client"
+            if msg.type == WSMsgType.ERROR:
+                log.info("session %d: connection error %s", session.id, ws.exception())
+                return "client"
+            try:
+                if msg.type == WSMsgType.BINARY:
+                    session.push_audio(messages.parse_audio(msg.data), rate)
+                    continue
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                data = messages.parse(msg.data)
+                kind = data["type"]
+                if kind == "hello":
+                    rate = messages.parse_rate(data, rate)
+                    await ws.send_str(messages.message("hello", input_rate=rate))
+                elif kind == "image":
+                    session.push_video(messages.parse_image(data))
+                elif kind == "ping":
+                    await ws.send_str(messages.message("pong", t=data.get("t")))
+                elif kind == "timings":
+                    t = session.timings
+                    await ws.send_str(messages.message("timings", steps=t.steps, late_frames=t.late_frames,
+                                                       dropped_output=t.dropped_output, stages=t.stages))
+                elif kind == "bye":
+                    return "client"
+                else:
+                    await self._error(ws, f"unknown message type {kind!r}", "unknown_type")
+            except InputError as e:
+                await self._error(ws, str(e), e.reason if isinstance(e, messages.ProtocolError) else "bad_message")
 
     @staticmethod
     async def _pump(ws: web.WebSocketResponse, session: Session) -> None:

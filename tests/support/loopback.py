@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from assistant.access import OriginPolicy, RateLimits
+from assistant.access import OriginPolicy, RateLimits, Timeouts
 from assistant.engine import Engine
 from assistant.server import build_app
 
@@ -21,9 +21,10 @@ CHROMIUM = shutil.which("chromium")
 
 @asynccontextmanager
 async def serving(engine: Engine, loopback: bool = True, origins: OriginPolicy = OriginPolicy(),
-                  limits: RateLimits | None = None) -> AsyncIterator[tuple[str, web.Application]]:
+                  limits: RateLimits | None = None, timeouts: Timeouts = Timeouts()
+                  ) -> AsyncIterator[tuple[str, web.Application]]:
     """The app on a free loopback port: yields (http://127.0.0.1:PORT, app)."""
-    app = build_app(engine, loopback=loopback, origins=origins, limits=limits)
+    app = build_app(engine, loopback=loopback, origins=origins, limits=limits, timeouts=timeouts)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
