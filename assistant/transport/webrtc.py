@@ -136,9 +136,9 @@ class PeerSession:
     (audio always drained, video sampled), the assistant's speech out, captions and events on the data channel."""
 
     def __init__(self, engine: Engine, on_closed: Callable[[PeerSession, str], None], admitted: AbstractContextManager,
-                 timeouts: Timeouts) -> None:
+                 timeouts: Timeouts, on_refused: Callable[[str], None] = lambda code: None) -> None:
         """`admitted`: the peer's place under the per-address limits, held as long as the session; `on_closed` is
-        told once, with the cause, when the peer closes."""
+        told once, with the cause, when the peer closes; `on_refused` of media refused (its code)."""
         self._held = ExitStack()
         try:
             self._held.enter_context(admitted)  # Refused over a per-address limit
@@ -150,7 +150,7 @@ class PeerSession:
         self.speech = SpeechTrack(self.session)
         self.video_frames = 0
         self.cause: str | None = None  # what ended it, once it has ended
-        self._on_closed = on_closed
+        self._on_closed, self._on_refused = on_closed, on_refused
         self._tasks: list[asyncio.Task] = [asyncio.create_task(self._watch(timeouts))]
         self.pc.on("track", self._on_track)
         self.pc.on("datachannel", self._on_channel)
@@ -211,7 +211,9 @@ class PeerSession:
                 frame = await track.recv()  # always drained; converted only when the sampler wants one
                 self.video_frames += 1
                 now = time.monotonic()
-                if now - last >= 1 / VIDEO_FPS:
+                if max(frame.width, frame.height) > messages.MAX_IMAGE_SIDE:  # never converted (a VP8 key frame
+                    self._on_refused("frame_too_large")  # may declare up to 16383 x 16383)
+                elif now - last >= 1 / VIDEO_FPS:
                     last = now
                     self.session.push_video(frame.to_ndarray(format="bgr24"))
         except MediaStreamError:
@@ -256,7 +258,8 @@ class WebRTCTransport:
                 raise Refused(413, f"offer larger than {MAX_OFFER} bytes", "offer_too_large")
             sdp = parse_offer(await request.read(), self.loopback)
             try:
-                peer = PeerSession(self.engine, self._closed, self.admission.hold(request.remote), self.timeouts)
+                peer = PeerSession(self.engine, self._closed, self.admission.hold(request.remote), self.timeouts,
+                                   lambda code: self.metrics.rejected.labels(code).inc())
             except EngineError as e:
                 raise Refused(503, str(e), "session_limit") from None
         except Refused as e:
