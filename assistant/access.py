@@ -79,7 +79,7 @@ class Admission:
 
     def __init__(self, limits: RateLimits | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits, self.clock = limits, clock
-        self._starts: dict[str, deque[float]] = defaultdict(deque)
+        self._starts: dict[str, deque[float]] = {}
         self._held: dict[str, int] = defaultdict(int)
 
     @contextmanager
@@ -91,15 +91,16 @@ class Admission:
             if len(self._starts) > PURGE_ABOVE:  # addresses seen long ago are forgotten, not kept forever
                 for old in [k for k, v in self._starts.items() if not v or now - v[-1] >= 60]:
                     del self._starts[old]
-            starts = self._starts[key]
+            starts = self._starts.get(key, deque())
             while starts and now - starts[0] >= 60:
                 starts.popleft()
-            if self._held[key] >= limits.sessions_per_address:
+            if self._held.get(key, 0) >= limits.sessions_per_address:
                 raise Refused(429, f"{key} holds {limits.sessions_per_address} sessions already", "too_many_sessions")
             if len(starts) >= limits.starts_per_minute:
                 raise Refused(429, f"{key} started {limits.starts_per_minute} sessions in the last minute; "
                                    "try again shortly", "rate")
             starts.append(now)
+            self._starts[key] = starts
         self._held[key] += 1
         try:
             yield

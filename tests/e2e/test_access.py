@@ -118,6 +118,7 @@ def test_start_times_slide_out_of_the_minute():
     with pytest.raises(Refused, match="last minute"):
         with admission.hold("10.0.0.1"):
             pass
+    assert admission._held == {}  # a refusal leaves nothing behind
     with admission.hold("10.0.0.2"):  # another address is not concerned
         pass
     now[0] = 60.0
