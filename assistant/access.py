@@ -10,10 +10,12 @@ no Origin and are not concerned by it.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import defaultdict, deque
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
@@ -143,3 +145,18 @@ class Deadlines:
         while (cause := self.expired()) is None:
             await asyncio.sleep(self.timeouts.tick)
         return cause
+
+
+def tls_context(certfile: Path | None, keyfile: Path | None) -> ssl.SSLContext | None:
+    """The server's TLS from `--certfile` and `--keyfile` (both or neither; None: plain HTTP). Browsers give a page
+    the microphone and camera only on a secure origin: https, or http on this machine."""
+    if certfile is None and keyfile is None:
+        return None
+    if certfile is None or keyfile is None:
+        raise ValueError("--certfile and --keyfile go together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as e:
+        raise ValueError(f"cannot use {certfile} and {keyfile} as the server's certificate and key: {e}") from None
+    return context

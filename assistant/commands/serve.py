@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from core.errors import TuttiError
 
@@ -12,19 +13,21 @@ from . import add_model_options
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from ..access import OriginPolicy, RateLimits, Timeouts
+    from ..access import OriginPolicy, RateLimits, Timeouts, tls_context
     from ..server import build_app
 
     origins = OriginPolicy.of(args.allow_origin)  # bad options fail before the model loads
+    tls = tls_context(args.certfile, args.keyfile)
     placement = Placement.of(args.device, args.dtype)
     engine = build_engine(args.model, args.max_sessions, placement)
     print(f"tutti: {args.model} on {placement}: state {engine.session_bytes / 2**20:.1f} MB per session, "
           f"{args.max_sessions} sessions preallocated", flush=True)
-    print(f"tutti: serving {args.model} on http://{args.host}:{args.port}/ (WebSocket at /ws)", flush=True)
+    scheme = "https" if tls else "http"
+    print(f"tutti: serving {args.model} on {scheme}://{args.host}:{args.port}/ (WebSocket at /ws)", flush=True)
     limits = RateLimits(args.starts_per_minute, args.sessions_per_address)
     timeouts = Timeouts(args.connect_timeout, args.no_media_timeout, args.max_session_minutes * 60)
     web.run_app(build_app(engine, origins=origins, limits=limits, timeouts=timeouts), host=args.host, port=args.port,
-                print=None)
+                ssl_context=tls, print=None)
     return 0
 
 
@@ -37,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-sessions", type=int, default=16,
                    help="sessions served at once, their state preallocated (refused at start-up if it does not fit "
                         "in the device's free memory); more are refused")
+    p.add_argument("--certfile", type=Path, help="serve HTTPS with this certificate (PEM; with --keyfile): browsers "
+                                                  "allow the microphone and camera to pages from another host only so")
+    p.add_argument("--keyfile", type=Path, help="the certificate's private key (PEM)")
     p.add_argument("--allow-origin", action="append", metavar="ORIGIN",
                    help="a web page origin (scheme://host[:port]) that may start sessions, besides the server's own "
                         "and this machine's (localhost); repeat for more")
