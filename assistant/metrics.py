@@ -29,6 +29,10 @@ class Metrics:
         self.closed = Counter("tutti_sessions_closed_total", "sessions ended, by what ended them", ["cause"],
                               registry=self.registry)
 
+    def reject(self, code: str) -> None:
+        """Count a refusal (a request, a message or media refused) by its code."""
+        self.rejected.labels(code).inc()
+
     def observe_step(self, report: StepReport) -> None:
         self.step.observe(report.seconds)
         for name in STAGES:

@@ -246,7 +246,7 @@ class WebRTCTransport:
         self.peers: set[PeerSession] = set()
 
     def _refuse(self, error: Refused) -> web.Response:
-        self.metrics.rejected.labels(error.code).inc()
+        self.metrics.reject(error.code)
         return error.response()
 
     async def offer(self, request: web.Request) -> web.Response:
@@ -259,7 +259,7 @@ class WebRTCTransport:
             sdp = parse_offer(await request.read(), self.loopback)
             try:
                 peer = PeerSession(self.engine, self._closed, self.admission.hold(request.remote), self.timeouts,
-                                   lambda code: self.metrics.rejected.labels(code).inc())
+                                   self.metrics.reject)
             except EngineError as e:
                 raise Refused(503, str(e), "session_limit") from None
         except Refused as e:

@@ -34,7 +34,7 @@ class WebSocketTransport:
         self.admission, self.timeouts = admission or Admission(), timeouts
 
     async def _error(self, ws: web.WebSocketResponse, text: str, code: str) -> None:
-        self.metrics.rejected.labels(code).inc()
+        self.metrics.reject(code)
         await ws.send_str(messages.message("error", message=text, code=code))
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -43,7 +43,7 @@ class WebSocketTransport:
                 self.origins.check(request)
                 held.enter_context(self.admission.hold(request.remote))
             except Refused as e:
-                self.metrics.rejected.labels(e.code).inc()
+                self.metrics.reject(e.code)
                 return e.response()
             ws = web.WebSocketResponse(max_msg_size=messages.MAX_MESSAGE, heartbeat=20)
             await ws.prepare(request)
