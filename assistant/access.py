@@ -1,5 +1,6 @@
-"""Who may start a session, how often, and for how long: the Origin allowlist, the per-address limits and
-the session deadlines that `/ws` and `/offer` enforce (docs/reliability.md).
+"""Who may start a session, how often, and for how long: the Origin allowlist, tokens, the addresses a peer
+may ask the server to send ICE checks to, the per-address limits and the session deadlines that `/ws` and
+`/offer` enforce (docs/reliability.md).
 
 A browser names the page that opened a connection in its `Origin` header, and a page from another site must
 not be able to use a visitor's microphone through this server: its requests are refused. Allowed by default
@@ -10,11 +11,14 @@ no Origin and are not concerned by it.
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
+import os
 import ssl
 import time
 from collections import defaultdict, deque
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import urlsplit
@@ -23,6 +27,7 @@ from aiohttp import web
 
 from core.errors import TuttiError
 
+from .credentials import IceServers, InvalidToken, verify_session_token
 from .session import Session
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -68,6 +73,91 @@ class OriginPolicy:
             return True
         parts = urlsplit(origin)
         return parts.scheme in ("http", "https") and parts.hostname in LOCAL_HOSTS
+
+
+class Tokens:
+    """What starts a session when the server asks for tokens: the static bearer (`--token`, for desktop and kiosk
+    clients) or a signed session token bound to the page's origin (credentials.py), good for one session. A
+    token comes as `Authorization: Bearer TOKEN` or, where a browser cannot set headers (WebSocket), `?token=`."""
+
+    def __init__(self, bearer: str | None = None, secret: bytes | None = None) -> None:
+        """`secret`: the session tokens' key, shared with the pages' backends (`--token-secret-file`); with a
+        bearer and no secret, one is drawn at start-up, for the tokens that `POST /token` mints."""
+        if bearer is not None and len(bearer) < 16:
+            raise ValueError("--token: use at least 16 characters")
+        self.bearer = bearer
+        self.secret = secret if secret is not None or bearer is None else os.urandom(32)
+        self._spent: dict[str, int] = {}  # session tokens used, until they expire
+
+    @property
+    def required(self) -> bool:
+        return self.secret is not None
+
+    @staticmethod
+    def presented(request: web.Request) -> str | None:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        return value.strip() if scheme.lower() == "bearer" else request.query.get("token")
+
+    def is_bearer(self, token: str | None) -> bool:
+        return self.bearer is not None and token is not None and hmac.compare_digest(token.encode(), self.bearer.encode())
+
+    def check(self, request: web.Request, spend: bool = True) -> None:
+        """Refused (401) unless tokens are off or the request carries a good one; `spend`: this request starts a
+        session, so a session token is used up."""
+        if not self.required:
+            return
+        token = self.presented(request)
+        if token is None:
+            raise Refused(401, "this server needs a token (Authorization: Bearer, or ?token=)", "token_missing")
+        if self.is_bearer(token):
+            return
+        try:
+            expires = verify_session_token(self.secret, token, request.headers.get("Origin"))
+        except InvalidToken as e:
+            raise Refused(401, str(e), e.reason) from None
+        now = time.time()
+        for old in [t for t, until in self._spent.items() if until <= now]:
+            del self._spent[old]
+        if token in self._spent:
+            raise Refused(401, "this session token has been used: ask the page for a new one", "token_used")
+        if spend:
+            self._spent[token] = expires
+
+
+@dataclass(frozen=True)
+class PeerAddresses:
+    """The addresses a peer's ICE candidates may name. The server sends STUN checks to every candidate it keeps, so
+    a peer could otherwise aim them at this host's own services or its private network's; dropped by default are
+    loopback, link-local, multicast, reserved and unspecified addresses, ports under 1024, TCP candidates and
+    DNS names other than mDNS `.local` ones. `networks` (`--peer-network`) keeps only addresses inside them;
+    `loopback` only 127.0.0.1 (tests and benchmarks)."""
+
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    loopback: bool = False
+
+    @classmethod
+    def of(cls, networks: list[str] | None, loopback: bool = False) -> PeerAddresses:
+        try:
+            return cls(tuple(ipaddress.ip_network(n, strict=False) for n in networks or []), loopback)
+        except ValueError as e:
+            raise ValueError(f"--peer-network: {e}") from None
+
+    def allows(self, candidate: str) -> bool:
+        """Whether an SDP `candidate:...` attribute (its value, as in `a=candidate:...`) may be used."""
+        fields = candidate.split()
+        if len(fields) < 8 or fields[2].lower() != "udp" or not fields[5].isdigit() or int(fields[5]) < 1024:
+            return False
+        try:
+            ip = ipaddress.ip_address(fields[4])
+        except ValueError:
+            return fields[4].lower().endswith(".local") and not self.networks and not self.loopback
+        if self.loopback:
+            return ip == ipaddress.ip_address("127.0.0.1")
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if self.networks:
+            return any(ip.version == n.version and ip in n for n in self.networks)
+        return not (ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified)
 
 
 @dataclass(frozen=True)
@@ -160,3 +250,22 @@ def tls_context(certfile: Path | None, keyfile: Path | None) -> ssl.SSLContext |
     except (OSError, ssl.SSLError) as e:
         raise ValueError(f"cannot use {certfile} and {keyfile} as the server's certificate and key: {e}") from None
     return context
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Everything a server enforces on the sessions it starts, as `tutti serve`'s options set it; one per app."""
+
+    origins: OriginPolicy = OriginPolicy()
+    tokens: Tokens = field(default_factory=Tokens)
+    limits: RateLimits | None = None  # per client address, over both transports (None: none)
+    timeouts: Timeouts = Timeouts()
+    peers: PeerAddresses = PeerAddresses()
+    ice: IceServers = IceServers()
+
+    def admit(self, request: web.Request, admission: Admission) -> AbstractContextManager[None]:
+        """The checks every session start passes, in order (origin, token, per-address limits): Refused, or the
+        request's place under the limits, to hold for the session's life."""
+        self.origins.check(request)
+        self.tokens.check(request)
+        return admission.hold(request.remote)

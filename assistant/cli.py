@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 
-from .commands import ask, client, codec, desktop, serve, train
+from .commands import ask, client, codec, desktop, serve, token, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.register(sub)
     desktop.register(sub)
     client.register(sub)
+    token.register(sub)
     train.register(sub)
     return parser
 

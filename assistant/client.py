@@ -3,6 +3,7 @@ live use (`tutti client`) and `converse` for one scripted turn (tests, scripts).
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections import deque
 from contextlib import asynccontextmanager
@@ -54,10 +55,19 @@ class Connection:
 
 
 @asynccontextmanager
-async def connect(url: str, input_rate: int = 48_000) -> AsyncIterator[Connection]:
-    """A session on the server at `url` (ws://HOST:PORT/ws), sending audio at `input_rate`; ConnectionError
-    when the server refuses it (e.g. it is full)."""
-    async with websockets.connect(url, max_size=messages.MAX_MESSAGE) as ws:
+async def connect(url: str, input_rate: int = 48_000, token: str | None = None) -> AsyncIterator[Connection]:
+    """A session on the server at `url` (ws://HOST:PORT/ws), sending audio at `input_rate`, with `token` where
+    the server asks for one; ConnectionError when the server refuses it (e.g. it is full, or the token is wrong)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    try:
+        opened = await websockets.connect(url, max_size=messages.MAX_MESSAGE, additional_headers=headers)
+    except websockets.InvalidStatus as e:  # refused before the upgrade: the body says why
+        try:
+            reason = json.loads(e.response.body)["error"]
+        except (ValueError, KeyError, TypeError):
+            reason = f"HTTP {e.response.status_code}"
+        raise ConnectionError(f"server refused the session: {reason}") from None
+    async with opened as ws:
         ready = messages.parse(await ws.recv())
         if ready["type"] != "ready":
             raise ConnectionError(f"server refused the session: {ready.get('message', ready)}")
@@ -74,10 +84,10 @@ class Reply:
 
 
 async def converse(url: str, audio: np.ndarray, rate: int, image: np.ndarray | None = None,
-                   listen_after: float = 1.0, realtime: bool = True) -> Reply:
+                   listen_after: float = 1.0, realtime: bool = True, token: str | None = None) -> Reply:
     """Send mono float audio (20 ms pieces, paced like a microphone when `realtime`) and an optional BGR
     image, keep listening `listen_after` seconds past the end, and return what the assistant said."""
-    async with connect(url, rate) as conn:
+    async with connect(url, rate, token) as conn:
         reply = Reply(np.zeros(0, np.float32), conn.sample_rate)
         chunks: list[np.ndarray] = []
 
@@ -119,7 +129,7 @@ class Traffic:
 
 async def talk(url: str, traffic: Traffic, mic: int | str | None = None, speaker: int | str | None = None,
                camera: str | None = None, seconds: float = 0, on_caption: Callable[[str], None] = lambda text: None,
-               on_error: Callable[[str], None] = lambda text: None) -> None:
+               on_error: Callable[[str], None] = lambda text: None, token: str | None = None) -> None:
     """This machine's microphone, speaker and camera as a session on the server at `url`, for `seconds` (0: until
     cancelled), counting into `traffic`."""
     import cv2
@@ -149,7 +159,7 @@ async def talk(url: str, traffic: Traffic, mic: int | str | None = None, speaker
         traffic.camera_frames += 1
         send_soon(messages.image(frame))
 
-    async with connect(url, MIC_RATE) as conn:
+    async with connect(url, MIC_RATE, token) as conn:
         async def sender() -> None:
             while True:
                 item = await outgoing.get()

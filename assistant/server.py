@@ -1,18 +1,23 @@
 """`tutti serve`'s HTTP app: the engine's clock and the transports, each handed the engine and the metrics.
 
-Routes: `/` (the browser page, web/), `POST /offer` (WebRTC), `/ws` (WebSocket protocol), `/healthz` (alive),
+Routes: `/` (the browser page, web/), `GET /config` (the page's ICE servers), `POST /offer` (WebRTC), `/ws`
+(WebSocket protocol), `POST /token` (session tokens for a page, with the static token), `/healthz` (alive),
 `/readyz` (taking new sessions), `/metrics` (Prometheus).
 """
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 from aiohttp import web
 
-from .access import Admission, OriginPolicy, RateLimits, Timeouts
+from .access import Admission, PeerAddresses, Policy, Refused
+from .credentials import MAX_TTL, MIN_TTL, mint_session_token
 from .engine import Engine
 from .metrics import Metrics
+from .transport.messages import MAX_IMAGE_SIDE
+from .transport.vp8 import bound_decoders
 from .transport.webrtc import WebRTCTransport, loopback_only
 from .transport.websocket import WebSocketTransport
 
@@ -20,6 +25,7 @@ ENGINE = web.AppKey("engine", Engine)
 METRICS = web.AppKey("metrics", Metrics)
 WEBRTC = web.AppKey("webrtc", WebRTCTransport)
 RUNNING = web.AppKey("running", asyncio.Event)  # set while the engine's clock runs
+POLICY = web.AppKey("policy", Policy)
 WEB = Path(__file__).resolve().parents[1] / "web"
 
 
@@ -42,23 +48,45 @@ async def metrics_view(request: web.Request) -> web.Response:
     return web.Response(body=request.app[METRICS].render(), content_type="text/plain", charset="utf-8")
 
 
+async def token_view(request: web.Request) -> web.Response:
+    """`POST /token` {"origin": ORIGIN, "ttl": SECONDS}: a session token for a page of ORIGIN (one the server
+    allows), for a backend that holds the static token (`--token`) and hands its visitors one-use tokens."""
+    policy, metrics = request.app[POLICY], request.app[METRICS]
+    try:
+        if not policy.tokens.is_bearer(policy.tokens.presented(request)):
+            raise Refused(401, "minting a session token needs the static token (--token)", "token")
+        try:
+            data = await request.json()
+            origin, ttl = str(data["origin"]).rstrip("/").lower(), int(data.get("ttl", 120))
+            if not policy.origins.allows(origin, request):
+                raise Refused(403, f"origin {origin!r} may not start sessions here (see --allow-origin)", "origin")
+            token = mint_session_token(policy.tokens.secret, origin, ttl)
+        except (ValueError, KeyError, TypeError) as e:
+            raise Refused(400, f'the body must be JSON {{"origin": ORIGIN, "ttl": {MIN_TTL}-{MAX_TTL}}}: {e}',
+                          "bad_request") from None
+    except Refused as e:
+        metrics.reject(e.code)
+        return e.response()
+    return web.json_response({"token": token, "ttl": ttl})
+
+
 async def page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(WEB / "index.html")
 
 
-def build_app(engine: Engine, loopback: bool = False, origins: OriginPolicy = OriginPolicy(),
-              limits: RateLimits | None = None, timeouts: Timeouts = Timeouts()) -> web.Application:
-    """`loopback`: WebRTC gathers and accepts ICE candidates on 127.0.0.1 only (tests, benchmarks); `origins`:
-    the pages that may start sessions besides the server's own and local ones; `limits`: per client address,
-    over both transports (None: none); `timeouts`: the sessions' deadlines."""
+def build_app(engine: Engine, policy: Policy = Policy(), loopback: bool = False) -> web.Application:
+    """`policy`: who may start sessions and their limits; `loopback`: WebRTC gathers and accepts ICE candidates
+    on 127.0.0.1 only (tests, benchmarks)."""
+    if loopback:
+        policy = replace(policy, peers=PeerAddresses(loopback=True))
+        loopback_only()
     app = web.Application(client_max_size=2**20)
     metrics = Metrics()
-    admission = Admission(limits)
-    webrtc = WebRTCTransport(engine, metrics, loopback, origins, admission, timeouts)
+    admission = Admission(policy.limits)
+    bound_decoders(MAX_IMAGE_SIDE, lambda: metrics.reject("frame_too_large"))
+    webrtc = WebRTCTransport(engine, metrics, policy, admission)
     running = asyncio.Event()
-    app[ENGINE], app[METRICS], app[WEBRTC], app[RUNNING] = engine, metrics, webrtc, running
-    if loopback:
-        loopback_only()
+    app[ENGINE], app[METRICS], app[WEBRTC], app[RUNNING], app[POLICY] = engine, metrics, webrtc, running, policy
 
     engine.on_step = metrics.observe_step
 
@@ -73,11 +101,13 @@ def build_app(engine: Engine, loopback: bool = False, origins: OriginPolicy = Or
         await webrtc.close()
 
     app.cleanup_ctx.append(clock)
-    app.router.add_get("/ws", WebSocketTransport(engine, metrics, origins, admission, timeouts).handle)
+    app.router.add_get("/ws", WebSocketTransport(engine, metrics, policy, admission).handle)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
     app.router.add_post("/offer", webrtc.offer)
+    app.router.add_get("/config", webrtc.config)
+    app.router.add_post("/token", token_view)
     app.router.add_get("/", page)
     app.router.add_static("/static/", WEB)
     return app

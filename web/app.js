@@ -3,6 +3,22 @@
 const $ = (id) => document.getElementById(id);
 let pc = null, stream = null, statsTimer = null;
 window.tutti = { captions: "", events: 0, connected: false };
+// A token from the page's address (https://HOST/#token=...), for servers started with --token or
+// --token-secret-file; it stays in the fragment, which browsers never send to a server.
+const token = new URLSearchParams(location.hash.slice(1)).get("token");
+const auth = token ? { Authorization: `Bearer ${token}` } : {};
+
+// The server's answer as JSON, or an Error that says in words why it refused.
+async function ask(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: { ...auth, ...(options.headers || {}) } });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const words = response.status === 401 ? "this server needs a valid token in the page's address (#token=...)"
+      : response.status === 503 ? "the server is full; try again shortly" : body.error || response.statusText;
+    throw new Error(`Refused: ${words}`);
+  }
+  return body;
+}
 
 async function listDevices() {
   const devices = await navigator.mediaDevices.enumerateDevices();
@@ -24,7 +40,9 @@ async function start() {
     video: cam === "any" ? true : cam ? { deviceId: { exact: cam } } : false,
   });
   $("preview").srcObject = stream;
-  pc = new RTCPeerConnection();
+  const config = await ask("/config");
+  window.tutti.iceServers = config.iceServers;
+  pc = new RTCPeerConnection({ iceServers: config.iceServers });
   for (const track of stream.getTracks()) pc.addTrack(track, stream);
   pc.addTransceiver("audio", { direction: "recvonly" });
   const channel = pc.createDataChannel("events");
@@ -51,12 +69,10 @@ async function start() {
     if (pc.iceGatheringState === "complete") return resolve();
     pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && resolve());
   });
-  const response = await fetch("/offer", {
+  const answer = await ask("/offer", {
     method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }),
   });
-  const answer = await response.json();
-  if (!response.ok) { say(`Refused: ${answer.error}`); await stop(); return; }
   await pc.setRemoteDescription(answer);
   $("stop").disabled = false;
   $("stop").focus();
@@ -106,7 +122,10 @@ async function stop() {
   say("Stopped.");
 }
 
-$("start").addEventListener("click", () => start().catch((e) => { say(`Error: ${e.message}`); stop(); }));
+$("start").addEventListener("click", () => start().catch(async (e) => {
+  await stop();
+  say(e.message.startsWith("Refused") ? e.message : `Error: ${e.message}`);
+}));
 $("stop").addEventListener("click", stop);
 navigator.mediaDevices.getUserMedia({ audio: true, video: true })
   .then((s) => { s.getTracks().forEach((t) => t.stop()); return listDevices(); })

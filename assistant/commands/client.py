@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from dataclasses import asdict
 
@@ -25,7 +26,7 @@ def cmd_client(args: argparse.Namespace) -> int:
     traffic = Traffic()
     try:
         asyncio.run(talk(args.url, traffic, device(args.mic), device(args.speaker), args.camera, args.seconds,
-                         caption, error))
+                         caption, error, args.token))
     except KeyboardInterrupt:
         pass
     except (OSError, ConnectionError, websockets.WebSocketException) as e:
@@ -45,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("client", help="talk to a server from this machine's mic, speaker and camera (WebSocket)",
                        description=__doc__.splitlines()[0])
     p.add_argument("url", help="the server's WebSocket address, e.g. ws://192.0.2.10:8080/ws")
+    p.add_argument("--token", default=os.environ.get("TUTTI_TOKEN"),
+                   help="the server's token, where it asks for one (default: $TUTTI_TOKEN)")
     p.add_argument("--mic", help="input device index or name (default: the system's)")
     p.add_argument("--speaker", help="output device index or name (default: the system's)")
     p.add_argument("--camera", help="camera: a device index (0), a video file or a stream URL; none by default")

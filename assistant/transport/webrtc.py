@@ -21,13 +21,14 @@ import av
 import numpy as np
 import torch
 from aiohttp import web
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
 from aiortc.mediastreams import MediaStreamError
 
 from core.audio import StreamingResampler, from_pcm16, to_pcm16
 from core.errors import EngineError
 
-from ..access import Admission, Deadlines, OriginPolicy, Refused, Timeouts
+from ..access import Admission, Deadlines, Policy, PeerAddresses, Refused, Timeouts
 from ..engine import Engine
 from ..metrics import Metrics
 from ..pacing import wrapped_phase
@@ -44,6 +45,7 @@ VIDEO_FPS = 5.0
 MAX_OFFER = 64 * 1024
 MAX_MEDIA = 4  # m-lines an offer may hold: the page's microphone, camera, the assistant's voice, the data channel
 MAX_CANDIDATES = 32  # ICE candidates listed in an offer (a browser lists a handful per interface)
+UNUSABLE_OFFER = (ValueError, RuntimeError, InternalError, InvalidAccessError, InvalidStateError, OperationError)
 
 
 def loopback_only() -> None:
@@ -109,9 +111,10 @@ class SpeechTrack(MediaStreamTrack):
 BAD_BODY = 'the body must be JSON {"sdp": "...", "type": "offer"}'
 
 
-def parse_offer(body: bytes | str, loopback: bool = False) -> str:
-    """The SDP of a `POST /offer` body ({"sdp": ..., "type": "offer"}) that has an audio track; with `loopback`,
-    remote candidates not on 127.0.0.1 are dropped (a second guard for loopback-only serving)."""
+def parse_offer(body: bytes | str, peers: PeerAddresses = PeerAddresses(),
+                on_dropped: Callable[[str], None] = lambda candidate: None) -> str:
+    """The SDP of a `POST /offer` body ({"sdp": ..., "type": "offer"}) that has an audio track, keeping only the
+    ICE candidates that `peers` allows (`on_dropped` is told of each other one)."""
     try:
         data = json.loads(body)
         sdp, kind = data["sdp"], data["type"]
@@ -125,10 +128,13 @@ def parse_offer(body: bytes | str, loopback: bool = False) -> str:
         raise Refused(400, f"the offer has more than {MAX_MEDIA} media sections", "too_many_media")
     if len(re.findall(r"^a=candidate", sdp, re.M)) > MAX_CANDIDATES:
         raise Refused(400, f"the offer lists more than {MAX_CANDIDATES} ICE candidates", "too_many_candidates")
-    if loopback:
-        sdp = "".join(line for line in sdp.splitlines(keepends=True)
-                      if not line.startswith("a=candidate") or " 127.0.0.1 " in line)
-    return sdp
+    kept = []
+    for line in sdp.splitlines(keepends=True):
+        if line.startswith("a=candidate:") and not peers.allows(line[2:]):
+            on_dropped(line.strip())
+        else:
+            kept.append(line)
+    return "".join(kept)
 
 
 class PeerSession:
@@ -158,7 +164,11 @@ class PeerSession:
         self.pc.addTrack(self.speech)
 
     async def answer(self, sdp: str) -> RTCSessionDescription:
-        """The answer to the peer's offer; ValueError or RuntimeError when aiortc cannot use it."""
+        """The answer to the peer's offer (one of UNUSABLE_OFFER when aiortc cannot use it). Its cameras are
+        received as VP8 only, the one video decoder behind a size bound (vp8.py)."""
+        vp8 = [c for c in RTCRtpReceiver.getCapabilities("video").codecs if c.mimeType.lower() == "video/vp8"]
+        for _ in re.findall(r"^m=video ", sdp, re.M):
+            self.pc.addTransceiver("video", direction="recvonly").setCodecPreferences(vp8)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         return self.pc.localDescription
@@ -238,11 +248,10 @@ class PeerSession:
 class WebRTCTransport:
     """`POST /offer`: each accepted offer becomes a PeerSession of `engine`; refusals are counted in `metrics`."""
 
-    def __init__(self, engine: Engine, metrics: Metrics, loopback: bool = False,
-                 origins: OriginPolicy = OriginPolicy(), admission: Admission | None = None,
-                 timeouts: Timeouts = Timeouts()) -> None:
-        self.engine, self.metrics, self.loopback, self.origins = engine, metrics, loopback, origins
-        self.admission, self.timeouts = admission or Admission(), timeouts
+    def __init__(self, engine: Engine, metrics: Metrics, policy: Policy = Policy(),
+                 admission: Admission | None = None) -> None:
+        self.engine, self.metrics, self.policy = engine, metrics, policy
+        self.admission = admission or Admission(policy.limits)
         self.peers: set[PeerSession] = set()
 
     def _refuse(self, error: Refused) -> web.Response:
@@ -250,16 +259,18 @@ class WebRTCTransport:
         return error.response()
 
     async def offer(self, request: web.Request) -> web.Response:
+        policy = self.policy
         try:
-            self.origins.check(request)
+            policy.origins.check(request)
+            policy.tokens.check(request, spend=False)  # not used up by an offer refused for its form
             if request.content_type != "application/json":
                 raise Refused(415, "an offer is sent as Content-Type: application/json", "content_type")
             if (request.content_length or 0) > MAX_OFFER:
                 raise Refused(413, f"offer larger than {MAX_OFFER} bytes", "offer_too_large")
-            sdp = parse_offer(await request.read(), self.loopback)
+            sdp = parse_offer(await request.read(), policy.peers, lambda _: self.metrics.reject("candidate_address"))
+            admitted = policy.admit(request, self.admission)
             try:
-                peer = PeerSession(self.engine, self._closed, self.admission.hold(request.remote), self.timeouts,
-                                   self.metrics.reject)
+                peer = PeerSession(self.engine, self._closed, admitted, policy.timeouts, self.metrics.reject)
             except EngineError as e:
                 raise Refused(503, str(e), "session_limit") from None
         except Refused as e:
@@ -267,10 +278,20 @@ class WebRTCTransport:
         self.peers.add(peer)
         try:
             answer = await peer.answer(sdp)
-        except (ValueError, RuntimeError) as e:
+        except UNUSABLE_OFFER as e:
             await peer.close("bad_sdp")
             return self._refuse(Refused(400, f"cannot use this offer: {e}", "bad_sdp"))
         return web.json_response({"sdp": answer.sdp, "type": answer.type, "session": peer.session.id})
+
+    async def config(self, request: web.Request) -> web.Response:
+        """`GET /config`: what the page needs before its offer: the ICE servers (TURN credentials minted now),
+        whether a token is needed; asks for the same credentials as an offer, without using them up."""
+        try:
+            self.policy.origins.check(request)
+            self.policy.tokens.check(request, spend=False)
+        except Refused as e:
+            return self._refuse(e)
+        return web.json_response({"iceServers": self.policy.ice.config()})
 
     def _closed(self, peer: PeerSession, cause: str) -> None:
         self.peers.discard(peer)

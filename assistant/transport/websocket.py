@@ -14,7 +14,7 @@ from aiohttp import WSMsgType, web
 
 from core.errors import EngineError, InputError
 
-from ..access import Admission, Deadlines, OriginPolicy, Refused, Timeouts
+from ..access import Admission, Deadlines, Policy, Refused
 from ..engine import Engine
 from ..metrics import Metrics
 from ..session import Session
@@ -28,10 +28,10 @@ INPUT_RATE = 48_000  # until the client's `hello` says otherwise
 class WebSocketTransport:
     """The `/ws` handler, serving sessions of `engine` and counting refusals in `metrics`."""
 
-    def __init__(self, engine: Engine, metrics: Metrics, origins: OriginPolicy = OriginPolicy(),
-                 admission: Admission | None = None, timeouts: Timeouts = Timeouts()) -> None:
-        self.engine, self.metrics, self.origins = engine, metrics, origins
-        self.admission, self.timeouts = admission or Admission(), timeouts
+    def __init__(self, engine: Engine, metrics: Metrics, policy: Policy = Policy(),
+                 admission: Admission | None = None) -> None:
+        self.engine, self.metrics, self.policy = engine, metrics, policy
+        self.admission, self.timeouts = admission or Admission(policy.limits), policy.timeouts
 
     async def _error(self, ws: web.WebSocketResponse, text: str, code: str) -> None:
         self.metrics.reject(code)
@@ -39,9 +39,8 @@ class WebSocketTransport:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         with ExitStack() as held:
-            try:  # before the upgrade: a refused page or address gets an HTTP answer
-                self.origins.check(request)
-                held.enter_context(self.admission.hold(request.remote))
+            try:  # before the upgrade: a refused page, token or address gets an HTTP answer
+                held.enter_context(self.policy.admit(request, self.admission))
             except Refused as e:
                 self.metrics.reject(e.code)
                 return e.response()

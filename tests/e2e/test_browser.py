@@ -91,3 +91,34 @@ async def test_page_shows_the_changed_patch_overlay(vision_server, tmp_path):
         vision = await page.evaluate("window.tutti.vision")
         assert vision["grid"] == 8 and all(0 <= i < 64 for i in vision["changed"])
         assert "Re-encoded:" in await page.inner_text("#vision")
+
+
+@pytest.mark.asyncio
+async def test_the_page_uses_the_servers_ice_servers_and_the_token_in_its_address(tmp_path):
+    from playwright.async_api import async_playwright
+
+    from assistant.access import Tokens
+    from assistant.credentials import IceServers
+    from tests.support.loopback import launch_chromium
+    from tests.support.stun import stun_server
+
+    engine, token = Engine(random_codec(), max_sessions=2), "page-token-0123456789"
+    wav = write_wav(tmp_path / "mic.wav")
+    async with stun_server() as (stun_url, stun), \
+            serving(engine, tokens=Tokens(token), ice=IceServers((stun_url,))) as (url, _):
+        async with started_page(url, wav, path=f"/#token={token}") as page:
+            assert await page.evaluate("window.tutti.iceServers") == [{"urls": [stun_url]}]
+            assert stun.asked, "the browser sent no STUN request to the configured server"
+            assert len(engine.sessions) == 1
+        async with async_playwright() as p:  # without the token the page says why, and no session starts
+            browser = await launch_chromium(p, wav)
+            try:
+                page = await browser.new_page()
+                await page.goto(url + "/")
+                await page.select_option("#camera", "")
+                await page.click("#start")
+                await page.wait_for_function("document.querySelector('#status').textContent.includes('token')")
+                assert "Refused" in await page.inner_text("#status")
+                assert await page.is_enabled("#start")
+            finally:
+                await browser.close()

@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from assistant.access import OriginPolicy, RateLimits, Timeouts
+from assistant.access import Policy
 from assistant.engine import Engine
 from assistant.server import build_app
 
@@ -20,11 +20,9 @@ CHROMIUM = shutil.which("chromium")
 
 
 @asynccontextmanager
-async def serving(engine: Engine, loopback: bool = True, origins: OriginPolicy = OriginPolicy(),
-                  limits: RateLimits | None = None, timeouts: Timeouts = Timeouts()
-                  ) -> AsyncIterator[tuple[str, web.Application]]:
-    """The app on a free loopback port: yields (http://127.0.0.1:PORT, app)."""
-    app = build_app(engine, loopback=loopback, origins=origins, limits=limits, timeouts=timeouts)
+async def serving(engine: Engine, loopback: bool = True, **policy: Any) -> AsyncIterator[tuple[str, web.Application]]:
+    """The app on a free loopback port: yields (http://127.0.0.1:PORT, app); `policy`: Policy's fields."""
+    app = build_app(engine, Policy(**policy), loopback)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -48,16 +46,16 @@ async def launch_chromium(playwright: Any, wav: Path, y4m: Path | None = None) -
 
 
 @asynccontextmanager
-async def started_page(url: str, wav: Path, y4m: Path | None = None) -> AsyncIterator[Any]:
-    """The page at `url` in headless Chromium, its session started and connected (no camera without `y4m`);
-    the browser closes on exit."""
+async def started_page(url: str, wav: Path, y4m: Path | None = None, path: str = "/") -> AsyncIterator[Any]:
+    """The page at `url` + `path` in headless Chromium, its session started and connected (no camera without
+    `y4m`); the browser closes on exit."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
         browser = await launch_chromium(p, wav, y4m)
         try:
             page = await browser.new_page()
-            await page.goto(url + "/")
+            await page.goto(url + path)
             if y4m is None:
                 await page.select_option("#camera", "")
             await page.click("#start")

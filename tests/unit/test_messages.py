@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from assistant.access import Refused
+from assistant.access import PeerAddresses, Refused
 from assistant.transport import messages
 from assistant.transport.webrtc import parse_offer
 
@@ -47,14 +47,16 @@ def test_text_messages_need_an_object_with_a_type():
 
 
 SDP = ("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
-       "a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\n"
-       "a=candidate:2 1 udp 2122260223 192.0.2.7 50001 typ host\r\n")
+       "a=candidate:2 1 udp 2122260223 192.0.2.7 50001 typ host\r\n"
+       "a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\n")
 
 
 def test_offers_are_parsed_and_loopback_keeps_only_local_candidates():
     body = json.dumps({"sdp": SDP, "type": "offer"})
-    assert parse_offer(body) == SDP
-    local = parse_offer(body.encode(), loopback=True)
+    dropped: list[str] = []
+    assert parse_offer(body, on_dropped=dropped.append) == SDP.replace(SDP.splitlines(True)[3], "")
+    assert dropped == [SDP.splitlines()[3]]  # this host's loopback is no place to send ICE checks to
+    local = parse_offer(body.encode(), PeerAddresses(loopback=True))
     assert "127.0.0.1 50000" in local and "192.0.2.7" not in local and local.startswith("v=0\r\nm=audio")
     media = SDP + "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n" * 4
     crowded = SDP + "a=candidate:9 1 udp 1 127.0.0.1 1 typ host\r\n" * 31
@@ -65,3 +67,27 @@ def test_offers_are_parsed_and_loopback_keeps_only_local_candidates():
         with pytest.raises(Refused) as refused:
             parse_offer(bad)
         assert (refused.value.status, refused.value.code) == (status, reason)
+
+
+@pytest.mark.parametrize("address, port, transport, kept", [
+    ("198.51.100.7", 50000, "udp", True), ("10.1.2.3", 61000, "UDP", True), ("fd00::5", 50000, "udp", True),
+    ("4f8a1b2c-1111-2222-3333-444455556666.local", 50000, "udp", True),  # mDNS: resolved on the local network
+    ("127.0.0.1", 50000, "udp", False), ("::1", 50000, "udp", False), ("::ffff:127.0.0.1", 50000, "udp", False),
+    ("169.254.169.254", 50000, "udp", False), ("fe80::1", 50000, "udp", False), ("224.0.0.251", 50000, "udp", False),
+    ("0.0.0.0", 50000, "udp", False), ("255.255.255.255", 50000, "udp", False), ("240.0.0.1", 50000, "udp", False),
+    ("198.51.100.7", 53, "udp", False), ("198.51.100.7", 50000, "tcp", False), ("metadata.internal", 50000, "udp", False),
+])
+def test_candidates_naming_this_host_or_special_ranges_are_dropped(address, port, transport, kept):
+    candidate = f"candidate:1 1 {transport} 2122260223 {address} {port} typ host"
+    assert PeerAddresses().allows(candidate) is kept
+    assert not PeerAddresses().allows("candidate:1 1 udp 2122260223")  # truncated
+
+
+def test_peer_networks_keep_only_candidates_inside_them():
+    lan = PeerAddresses.of(["10.0.0.0/8", "fd00::/8"])
+    assert lan.allows("candidate:1 1 udp 1 10.9.8.7 50000 typ host")
+    assert lan.allows("candidate:1 1 udp 1 fd00::9 50000 typ host")
+    assert not lan.allows("candidate:1 1 udp 1 198.51.100.7 50000 typ srflx raddr 0.0.0.0 rport 0")
+    assert not lan.allows("candidate:1 1 udp 1 abc.local 50000 typ host")  # cannot tell where a name points
+    with pytest.raises(ValueError, match="--peer-network"):
+        PeerAddresses.of(["10.0.0.0/33"])
