@@ -204,6 +204,37 @@ class Admission:
                 self._starts.pop(key, None)
 
 
+class Bucket:
+    """A rate with a burst: `spend` says False once more is asked than has flowed in."""
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.level, self.last = burst, clock()
+
+    def spend(self, amount: float) -> bool:
+        now = self.clock()
+        self.level = min(self.burst, self.level + (now - self.last) * self.rate) - amount
+        self.last = now
+        return self.level >= 0
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """How fast one WebSocket connection may send: a client that floods a session pays for its own messages (JSON,
+    base64, resampling) in the loop that every session shares, so it is closed instead. A microphone sends one
+    second of audio a second; a camera at 5 frames a second a few MB."""
+
+    audio_speed: float = 1.5  # seconds of audio per second
+    audio_burst: float = 4.0  # seconds of audio at once (a client catching up after a stall)
+    bytes_per_second: float = 16 * 2**20  # with as much at once
+    messages_per_second: float = 100.0  # with as many at once
+
+    def budget(self) -> tuple[Bucket, Bucket, Bucket]:
+        """A connection's (audio seconds, bytes, messages) buckets."""
+        return (Bucket(self.audio_speed, self.audio_burst), Bucket(self.bytes_per_second, self.bytes_per_second),
+                Bucket(self.messages_per_second, self.messages_per_second))
+
+
 @dataclass(frozen=True)
 class Timeouts:
     connect: float = 30.0  # seconds a WebRTC peer has to connect (ICE and DTLS)
@@ -262,6 +293,7 @@ class Policy:
     timeouts: Timeouts = Timeouts()
     peers: PeerAddresses = PeerAddresses()
     ice: IceServers = IceServers()
+    input: InputLimits = InputLimits()
 
     def admit(self, request: web.Request, admission: Admission) -> AbstractContextManager[None]:
         """The checks every session start passes, in order (origin, token, per-address limits): Refused, or the

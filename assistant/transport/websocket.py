@@ -23,6 +23,7 @@ from . import messages
 log = logging.getLogger("tutti.ws")
 OUTPUT_POLL = 0.01  # seconds between checks of a session's output queue
 INPUT_RATE = 48_000  # until the client's `hello` says otherwise
+CLOSE_TIMEOUT = 1.0  # seconds a closing client has to answer the close; a flooding one would be read all along
 
 
 class WebSocketTransport:
@@ -44,7 +45,7 @@ class WebSocketTransport:
             except Refused as e:
                 self.metrics.reject(e.code)
                 return e.response()
-            ws = web.WebSocketResponse(max_msg_size=messages.MAX_MESSAGE, heartbeat=20)
+            ws = web.WebSocketResponse(max_msg_size=messages.MAX_MESSAGE, heartbeat=20, timeout=CLOSE_TIMEOUT)
             await ws.prepare(request)
             try:
                 session = held.enter_context(self.engine.session(int(request.query.get("seed", "0") or 0)))
@@ -59,8 +60,9 @@ class WebSocketTransport:
         return ws
 
     async def _converse(self, ws: web.WebSocketResponse, session: Session) -> str:
-        """The session until the client leaves ("client") or a deadline ends it: then it is closed with code 1008
-        and the cause ("no_media": no audio for too long, "max_length"), which is returned."""
+        """The session until the client leaves ("client"), or a deadline or its input budget ends it: then it is
+        closed with code 1008 and the cause ("no_media": no audio for too long, "max_length", "flood": faster
+        than its InputLimits), which is returned."""
         codec = self.engine.codec
         await ws.send_str(messages.message("ready", session=session.id, sample_rate=codec.sample_rate,
                                            frame_size=codec.frame_size, input_rate=INPUT_RATE))
@@ -76,6 +78,7 @@ class WebSocketTransport:
         between messages (at least every tick), and the close is sent from here: a close from another task
         while this one reads would drop the connection without its close frame."""
         rate = INPUT_RATE
+        audio_seconds, size, count = self.policy.input.budget()
         while True:
             try:
                 msg = await ws.receive(timeout=self.timeouts.tick)
@@ -91,6 +94,12 @@ class WebSocketTransport:
             if msg.type == WSMsgType.ERROR:
                 log.info("session %d: connection error %s", session.id, ws.exception())
                 return "client"
+            length = len(msg.data) if isinstance(msg.data, (bytes, str)) else 0
+            if not (count.spend(1) and size.spend(length)
+                    and (msg.type != WSMsgType.BINARY or audio_seconds.spend(length / 2 / rate))):
+                self.metrics.reject("flood")
+                await ws.close(code=1008, message=b"flood")
+                return "flood"
             try:
                 if msg.type == WSMsgType.BINARY:
                     session.push_audio(messages.parse_audio(msg.data), rate)
