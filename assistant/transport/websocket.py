@@ -7,6 +7,7 @@ error message and the connection carries on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from contextlib import ExitStack
 
@@ -24,6 +25,7 @@ log = logging.getLogger("tutti.ws")
 OUTPUT_POLL = 0.01  # seconds between checks of a session's output queue
 INPUT_RATE = 48_000  # until the client's `hello` says otherwise
 CLOSE_TIMEOUT = 1.0  # seconds a closing client has to answer the close; a flooding one would be read all along
+FLOOD_GRACE = 0.05  # seconds a flooding client has to answer the close
 
 
 class WebSocketTransport:
@@ -97,8 +99,9 @@ class WebSocketTransport:
             length = len(msg.data) if isinstance(msg.data, (bytes, str)) else 0
             if not (count.spend(1) and size.spend(length)
                     and (msg.type != WSMsgType.BINARY or audio_seconds.spend(length / 2 / rate))):
-                self.metrics.reject("flood")
-                await ws.close(code=1008, message=b"flood")
+                self.metrics.reject("flood")  # closed without reading on: the rest of the flood is never parsed
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(ws.close(code=1008, message=b"flood"), FLOOD_GRACE)
                 return "flood"
             try:
                 if msg.type == WSMsgType.BINARY:
