@@ -6,17 +6,17 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import aiortc.rtcrtpsender
 import av
 import numpy as np
 import pytest
-import aiortc.rtcrtpsender
 from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 
 from assistant.engine import Engine
 from assistant.server import WEBRTC
-from assistant.transport.vp8 import declared_size
 from assistant.transport.messages import MAX_IMAGE_SIDE
+from assistant.transport.vp8 import declared_size
 from tests.support.loopback import serving
 from tests.support.webrtc_client import FileTrack
 
