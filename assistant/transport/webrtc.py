@@ -28,7 +28,7 @@ from aiortc.mediastreams import MediaStreamError
 from core.audio import StreamingResampler, from_pcm16, to_pcm16
 from core.errors import EngineError
 
-from ..access import Admission, Deadlines, Policy, PeerAddresses, Refused, Timeouts
+from ..access import Admission, Deadlines, PeerAddresses, Policy, Refused, Timeouts
 from ..engine import Engine
 from ..metrics import Metrics
 from ..pacing import wrapped_phase
