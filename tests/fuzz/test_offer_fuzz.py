@@ -1,0 +1,111 @@
+"""`POST /offer` fuzzed with random JSON and a real Chromium offer mutated line-wise.
+
+Properties (docs/reliability.md): the parser refuses with a typed 4xx or returns an SDP within the offer limits;
+the live server answers 200 with an SDP answer or a 4xx/5xx JSON `{"error", "code"}` (never a 500 or a
+traceback), stays healthy, and holds exactly the sessions and peers of the offers it accepted.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+from hypothesis import HealthCheck, assume, event, given, reject, settings
+from hypothesis import strategies as st
+
+from assistant.access import Refused
+from assistant.transport.webrtc import MAX_CANDIDATES, MAX_MEDIA, MAX_OFFER, parse_offer
+
+from .known import KnownBug, known_offer_bug, known_server_errors
+from .live import LiveServer
+from .strategies import CHROMIUM_OFFER, offer_bodies
+
+SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+# CI budget: deterministic (derandomize), nothing written to a .hypothesis/ database in the checkout.
+PARSER_EXAMPLES, LIVE_EXAMPLES = 1500, 300
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def check_parsed(body: bytes) -> str:
+    """parse_offer refuses `body` with a 4xx and a code, or returns an SDP with audio within the limits; returns
+    the refusal's code ("" for an SDP)."""
+    try:
+        sdp = parse_offer(body)
+    except Refused as e:
+        assert 400 <= e.status < 500 and e.code and str(e), (e.status, e.code, str(e))
+        return e.code
+    assert isinstance(sdp, str)
+    assert re.search(r"^m=audio ", sdp, re.M)
+    assert len(re.findall(r"^m=", sdp, re.M)) <= MAX_MEDIA
+    assert len(re.findall(r"^a=candidate", sdp, re.M)) <= MAX_CANDIDATES
+    return ""
+
+
+def check_no_new_errors(server: LiveServer, since: int) -> None:
+    """The server logged no traceback since `since` (KnownBug when all it logged is a known aiortc bug)."""
+    errors = server.errors[since:]
+    if errors and (bug := known_server_errors(errors)) is not None:
+        raise KnownBug(bug)
+    assert errors == [], errors
+
+
+def check_live(server: LiveServer, body: bytes, chunked: bool = False) -> tuple[int, str]:
+    """POST `body` to the live server and check the answer, its health and what it holds; returns the status
+    and the refusal's code ("" for an answer). Every peer an accepted offer made is closed before returning.
+    KnownBug when the server ran into a known bug instead."""
+    errors_before = len(server.errors)
+    try:
+        status, content_type, raw = server.request("POST", "/offer", body, JSON_HEADERS, chunked)
+        if status == 500:
+            check_no_new_errors(server, errors_before)
+        assert status != 500, (raw[:300], server.errors[errors_before:])
+        assert content_type.startswith("application/json"), (status, content_type, raw[:300])
+        answer = json.loads(raw)
+        if status == 200:
+            assert answer["type"] == "answer" and isinstance(answer["session"], int)
+            assert answer["sdp"].startswith("v=0") and re.search(r"^m=audio ", answer["sdp"], re.M)
+        else:
+            assert 400 <= status < 600, status
+            assert isinstance(answer, dict) and isinstance(answer.get("error"), str), answer
+            assert isinstance(answer.get("code"), str) and answer["code"], answer
+        if len(body) > MAX_OFFER:
+            assert (status, answer.get("code")) == (413, "offer_too_large"), (status, answer)
+        assert server.healthy()
+        accepted = 1 if status == 200 else 0
+        assert len(server.peers) == accepted, f"{len(server.peers)} peers held after a {status}"
+        assert len(server.engine.sessions) == accepted, f"{len(server.engine.sessions)} sessions after a {status}"
+    finally:  # clean up without raising, so that a failure above is the one reported
+        server.close_peers()
+        left = not server.wait_for_no_sessions()
+    assert not left, "sessions were left after their peers closed"
+    check_no_new_errors(server, errors_before)
+    return status, answer.get("code", "")
+
+
+def test_the_real_offer_is_accepted_as_it_is(server: LiveServer) -> None:
+    """The unmutated browser offer gets an answer: the mutations start from something the server takes."""
+    check_parsed(CHROMIUM_OFFER.encode())
+    body = json.dumps({"sdp": CHROMIUM_OFFER, "type": "offer"}).encode()
+    assert check_live(server, body) == (200, "")
+    assert check_live(server, body, chunked=True) == (200, "")
+
+
+@settings(max_examples=PARSER_EXAMPLES, deadline=None, derandomize=True, database=None,
+          suppress_health_check=SLOW_OK)
+@given(body=offer_bodies)
+def test_parse_offer_refuses_or_returns_a_bounded_sdp(body: bytes) -> None:
+    assume(known_offer_bug(body) is None)
+    event(f"refused: {check_parsed(body) or 'no'}")
+
+
+@settings(max_examples=LIVE_EXAMPLES, deadline=None, derandomize=True, database=None,
+          suppress_health_check=SLOW_OK)
+@given(body=offer_bodies, chunked=st.booleans())
+def test_the_server_answers_every_offer_body_and_stays_clean(server: LiveServer, body: bytes,
+                                                             chunked: bool) -> None:
+    assume(known_offer_bug(body, chunked) is None)
+    try:
+        status, code = check_live(server, body, chunked)
+    except KnownBug as bug:
+        event(f"known bug: {bug}")
+        reject()
+    event(f"{status} {code}")
