@@ -145,7 +145,10 @@ class PeerAddresses:
     def allows(self, candidate: str) -> bool:
         """Whether an SDP `candidate:...` attribute (its value, as in `a=candidate:...`) may be used."""
         fields = candidate.split()
-        if len(fields) < 8 or fields[2].lower() != "udp" or not fields[5].isdigit() or int(fields[5]) < 1024:
+        if len(fields) < 8 or fields[2].lower() != "udp":
+            return False
+        port = fields[5]
+        if not (port.isascii() and port.isdigit() and len(port) <= 5 and 1024 <= int(port) <= 65535):
             return False
         try:
             ip = ipaddress.ip_address(fields[4])

@@ -18,6 +18,7 @@ from core.errors import InputError
 
 MAX_MESSAGE = 8 * 2**20  # bytes: a 1080p raw frame in base64 fits; the server closes on more (code 1009)
 MAX_IMAGE_SIDE = 4096
+RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000, 176400, 192000)  # input, Hz
 
 
 class ProtocolError(InputError):
@@ -38,7 +39,7 @@ def parse(text: str) -> dict[str, Any]:
     """A text message as a dict with a "type"."""
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
         data = None
     if not isinstance(data, dict) or "type" not in data:
         raise ProtocolError("text messages must be JSON objects with a 'type'", "bad_json")
@@ -69,7 +70,7 @@ def parse_image(msg: dict[str, Any]) -> np.ndarray:
     try:
         width, height = int(msg["width"]), int(msg["height"])
         data = base64.b64decode(msg["data"], validate=True)
-    except (KeyError, TypeError, ValueError, binascii.Error) as e:
+    except (KeyError, TypeError, ValueError, OverflowError, binascii.Error) as e:  # OverflowError: int(inf)
         raise ProtocolError(f"an image needs integer width and height and base64 data ({e})") from None
     if msg.get("encoding", "bgr24") != "bgr24":
         raise ProtocolError("only encoding 'bgr24' (raw BGR bytes, row by row) is accepted")
@@ -81,11 +82,9 @@ def parse_image(msg: dict[str, Any]) -> np.ndarray:
 
 
 def parse_rate(msg: dict[str, Any], default: int) -> int:
-    """The input rate a `hello` message declares."""
-    try:
-        rate = int(msg.get("sample_rate", default))
-    except (TypeError, ValueError):
-        rate = 0
-    if not 8000 <= rate <= 192_000:
-        raise ProtocolError("sample_rate must lie in 8000..192000")
-    return rate
+    """The input rate a `hello` message declares: one of RATES (resampling from an odd rate such as 8001 Hz would
+    build a kernel of tens of MB, up to GBs, on the loop that every session shares)."""
+    rate = msg.get("sample_rate", default)
+    if rate not in RATES:
+        raise ProtocolError(f"sample_rate must be one of {', '.join(map(str, RATES))}")
+    return int(rate)

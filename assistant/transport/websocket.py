@@ -28,6 +28,13 @@ CLOSE_TIMEOUT = 1.0  # seconds a closing client has to answer the close; a flood
 FLOOD_GRACE = 0.05  # seconds a flooding client has to answer the close
 
 
+def parse_seed(text: str) -> int:
+    """The session's sampling seed from `?seed=`: 0..2**32-1."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 10 and int(text) < 2**32):
+        raise Refused(400, f"seed must be an integer in 0..{2**32 - 1}", "bad_seed")
+    return int(text)
+
+
 class WebSocketTransport:
     """The `/ws` handler, serving sessions of `engine` and counting refusals in `metrics`."""
 
@@ -42,7 +49,8 @@ class WebSocketTransport:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         with ExitStack() as held:
-            try:  # before the upgrade: a refused page, token or address gets an HTTP answer
+            try:  # before the upgrade: a refused page, token, seed or address gets an HTTP answer
+                seed = parse_seed(request.query.get("seed", "0"))
                 held.enter_context(self.policy.admit(request, self.admission))
             except Refused as e:
                 self.metrics.reject(e.code)
@@ -50,8 +58,8 @@ class WebSocketTransport:
             ws = web.WebSocketResponse(max_msg_size=messages.MAX_MESSAGE, heartbeat=20, timeout=CLOSE_TIMEOUT)
             await ws.prepare(request)
             try:
-                session = held.enter_context(self.engine.session(int(request.query.get("seed", "0") or 0)))
-            except (EngineError, ValueError) as e:
+                session = held.enter_context(self.engine.session(seed))
+            except EngineError as e:
                 await self._error(ws, str(e), "session_limit")
                 await ws.close(code=1013)  # try again later
                 return ws
