@@ -43,7 +43,7 @@ SLOT_GAIN = 0.5  # fraction of the slot grid's phase error corrected per deliver
 VIDEO_FPS = 5.0
 MAX_OFFER = 64 * 1024
 MAX_MEDIA = 4  # m-lines an offer may hold: the page's microphone, camera, the assistant's voice, the data channel
-MAX_CANDIDATES = 32  # ICE candidates listed in an offer (a browser lists a handful per interface)
+MAX_CANDIDATES = 128  # ICE candidates an offer lists (Chromium: some per interface and m-line; 32 on a plain host)
 
 
 def loopback_only() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from assistant.access import PeerAddresses, Refused
 from assistant.transport import messages
-from assistant.transport.webrtc import parse_offer
+from assistant.transport.webrtc import MAX_CANDIDATES, parse_offer
 
 
 def test_audio_round_trips_as_int16():
@@ -59,7 +59,7 @@ def test_offers_are_parsed_and_loopback_keeps_only_local_candidates():
     local = parse_offer(body.encode(), PeerAddresses(loopback=True))
     assert "127.0.0.1 50000" in local and "192.0.2.7" not in local and local.startswith("v=0\r\nm=audio")
     media = SDP + "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n" * 4
-    crowded = SDP + "a=candidate:9 1 udp 1 127.0.0.1 1 typ host\r\n" * 31
+    crowded = SDP + "a=candidate:9 1 udp 1 127.0.0.1 1 typ host\r\n" * (MAX_CANDIDATES - 1)
     for bad, status, reason in ((b"\xff\xfe", 400, "bad_offer"), ('{"sdp": "v=0", "type": "answer"}', 400, "bad_offer"),
                                 ('{"sdp": "v=0\\r\\nm=video 9 x 96\\r\\n", "type": "offer"}', 400, "no_audio"),
                                 (json.dumps({"sdp": media, "type": "offer"}), 400, "too_many_media"),
