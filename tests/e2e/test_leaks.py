@@ -17,14 +17,9 @@ its workers are bounded by that and may only account for any change in OS thread
 counted exactly. (Measured: 6 pool workers before and after, 11 OS threads before and after.)
 
 Memory bounds, from measured growth with margin (2 cores, 2026-12-02): 1 000 WebSocket cycles grew the
-process by 0.4-10 MB with aiohttp's heartbeat patched (below; 29-38 MB as it is), 200 WebRTC cycles by 14-25 MB
-(it levels off near 35 MB over 1 000: the allocator's high-water mark, not a per-cycle cost).
-
-Known leak (aiohttp 3.14.5, not our code): a WebSocket that the server closes (`bye`, a deadline) re-arms its
-20 s heartbeat when the client's close frame arrives after `close()` (`WebSocketResponse._on_data_received` does
-not look at `_closed`), so the response, its request handler and its permessage-deflate compressor (about
-130 KB) stay alive for 20-30 s after the session ends: at 30 such closes a second that is about 100 MB held.
-The memory check below is xfail(strict) until it is fixed or worked around in the server.
+process by 0.4-10 MB, 200 WebRTC cycles by 14-25 MB (it levels off near 35 MB over 1 000: the allocator's
+high-water mark, not a per-cycle cost). The WebSocket memory check is what found aiohttp 3.14.5 keeping each
+server-closed WebSocket alive for 20-30 s (the server's `websocket.Response` works around it).
 """
 from __future__ import annotations
 
@@ -222,9 +217,6 @@ async def test_websocket_cycles_leave_nothing_behind():
     assert ended == {"client": WS_CYCLES + WARMUP}  # every one ended as a client leaving, none by a deadline
 
 
-@pytest.mark.xfail(strict=True, reason="aiohttp 3.14.5 re-arms a server-closed WebSocket's heartbeat when the "
-                   "client's close frame arrives, keeping the response and its compressor alive for 20-30 s "
-                   "(see the module's docstring)")
 @pytest.mark.asyncio
 async def test_websocket_cycles_release_their_memory_at_once():
     before, after, _ = await websocket_cycles()
