@@ -3,9 +3,11 @@ test_regressions.py replays.
 
 `offer-*.json`: a POST /offer body, one of "body" (text), "body_b64" (bytes), "parts" ([text, times] pairs,
 concatenated: huge bodies stay small on disk) or "chromium_replace" ([old, new] pairs applied to the Chromium
-offer, sent as {"sdp", "type": "offer"}); "chunked": sent with Transfer-Encoding: chunked.
+offer, sent as {"sdp", "type": "offer"}); "chunked": sent with Transfer-Encoding: chunked; "expect": the
+[status, code] the server must answer with (code "" for an answer).
 `ws-*.json`: "steps", a list of test_ws_fuzz.Step objects, replayed on one /ws connection.
-Either may carry "known_bug" (a key of known.KNOWN_BUGS: replayed as xfail(strict=True)) and a "note".
+Either may carry "known_bug" (a key of known.KNOWN_BUGS: replayed as xfail(strict=True, raises=KnownBug)) and
+a "note".
 """
 from __future__ import annotations
 

@@ -3,10 +3,13 @@ mutated line by line. Shared by the /offer and /ws fuzz tests and by bench/fuzz.
 from __future__ import annotations
 
 import json
+import string
 from pathlib import Path
 from typing import Any
 
 from hypothesis import strategies as st
+
+from assistant.transport.webrtc import MAX_OFFER
 
 CASES = Path(__file__).resolve().parent / "cases"
 # Made by Debian's headless Chromium 156 for the page's setup (microphone + camera, a receive-only audio
@@ -128,6 +131,17 @@ def _encode(body: dict[str, Any]) -> bytes:
     return json.dumps(body).encode()  # ensure_ascii: lone surrogates travel as \ud800 escapes
 
 
+@st.composite
+def padded_offer(draw: st.DrawFn) -> bytes:
+    """An offer body padded (a "pad" key of x's) to a size around the 64 KiB limit or far over it (up to 2 MiB,
+    past aiohttp's own 1 MiB limit): what a chunked body, which declares no length, must not get around."""
+    body = draw(offer_body())
+    size = draw(st.integers(-64, 64).map(lambda k: MAX_OFFER + k) | st.integers(MAX_OFFER, 2**21))
+    body["pad"] = ""
+    body["pad"] = "x" * max(0, size - len(_encode(body)))
+    return _encode(body)
+
+
 offer_bodies: st.SearchStrategy[bytes] = st.one_of(
     # most bodies should reach the SDP parsers: six branches (distinct objects: one_of drops repeats) of them
     *[offer_body().map(_encode) for _ in range(6)],
@@ -136,4 +150,40 @@ offer_bodies: st.SearchStrategy[bytes] = st.one_of(
     json_values.map(lambda v: dumps(v).encode()),
     deep_json().map(str.encode),
     st.binary(max_size=300),
+    padded_offer(),
 )
+
+
+# -- offers that pass the server's own checks but break aiortc (answered 400 bad_sdp) ------------------------
+DTLS_SETUPS = ("actpass", "active", "passive")  # the a=setup values aiortc reads
+MIDS = [line.split(":", 1)[1] for line in SDP_LINES if line.startswith("a=mid:")]
+word = st.text(string.ascii_letters, min_size=1, max_size=10)
+
+
+@st.composite
+def aiortc_breaking_sdp(draw: st.DrawFn) -> str:
+    """The Chromium offer with one line changed so that aiortc's SDP parser or createAnswer raises: an a=setup
+    role it has no name for (KeyError), an m= port or payload type that is no number or out of range
+    (AssertionError, ValueError), an a=rtpmap without its clock rate (IndexError, ValueError), or an
+    a=group:BUNDLE that names first a mid no section has (AttributeError)."""
+    op = draw(st.sampled_from(["setup", "port", "payload", "rtpmap", "bundle"]))
+    index = {"setup": "a=setup:", "port": "m=", "payload": "m=audio ", "rtpmap": "a=rtpmap:",
+             "bundle": "a=group:BUNDLE "}[op]
+    lines = list(SDP_LINES)
+    i = draw(st.sampled_from([k for k, line in enumerate(lines) if line.startswith(index)]))
+    words = lines[i].split(" ")
+    if op == "setup":
+        lines[i] = "a=setup:" + draw(word.filter(lambda w: w not in DTLS_SETUPS))
+    elif op == "port":
+        words[1] = draw(word)
+    elif op == "payload":
+        k = draw(st.integers(3, len(words) - 1))
+        words[k] = draw(word | st.integers(256, 10**6).map(str))
+    elif op == "rtpmap":
+        name = words[1].split("/")[0]
+        words[1] = name + draw(st.sampled_from(["", "/"]) | word.map(lambda w: "/" + w))
+    else:
+        words[1] = draw(word | st.integers(len(MIDS), 10**6).map(str))
+    if op != "setup":
+        lines[i] = " ".join(words)
+    return "\r\n".join(lines) + "\r\n"

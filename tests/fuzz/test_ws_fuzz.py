@@ -2,17 +2,21 @@
 valid and broken (docs/protocol.md).
 
 Each step says what the protocol promises in answer (a reply of some types, an error with some codes, nothing,
-or a close with some codes); after every step the client pings with a fresh token and reads up to its pong, so
-each step's answers are checked in order and a connection that died is noticed at the step that killed it.
+a close with some codes, or for a reconnect an HTTP refusal of the upgrade); after every step the client pings
+with a fresh token and reads up to its pong, so each step's answers are checked in order and a connection that
+died is noticed at the step that killed it.
 Invariants: the server stays healthy and logs no traceback; when the machine ends no session is left.
 """
 from __future__ import annotations
 
 import base64
 import json
+import math
+import re
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
+from urllib.parse import quote
 
 import cv2
 import numpy as np
@@ -20,28 +24,53 @@ import websockets
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from assistant.transport.messages import MAX_IMAGE_SIDE, MAX_MESSAGE
+from assistant.transport.messages import MAX_IMAGE_SIDE, MAX_MESSAGE, RATES
 
-from .known import known_ws_bug, known_ws_seed_bug
 from .live import CALL_TIMEOUT, LiveServer
 from .strategies import deep_json, json_values
 
 TYPES = ("hello", "image", "ping", "timings", "bye")  # what a client may send
 SYNC = "fuzz-sync-token"  # longer than json_values' keys, so a fuzzed ping's t never looks like a sync token
 RECV_TIMEOUT = CALL_TIMEOUT  # a hang detector: a step that gets no answer at all
-# Rates whose resampling to the codec's 24 kHz is cheap; an odd rate builds a huge kernel (known.py "odd-rate").
-COMMON_RATES = [8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000, 176400, 192000]
-cheap_rates = st.sampled_from(COMMON_RATES) | st.integers(8, 192).map(lambda k: k * 1000)
+# A hello's sample_rate: the rates the server takes (docs/protocol.md) and what it must refuse: odd rates (once
+# a kernel of tens of MB, up to GBs, to resample from), infinities, floats, strings. Any of them is cheap now.
+refused_rates = st.one_of(
+    st.integers(8, 192).map(lambda k: k * 1000), st.integers(7000, 200_000), st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True), json_values,
+    st.sampled_from([8001, 9000, 191_999, 16000.5, math.inf, -math.inf, "16000", None, True, 0, -1]))
+# half of them taken (not a one_of: Hypothesis flattens one_ofs, maps included, and picks among their branches)
+rates: st.SearchStrategy[Any] = st.booleans().flatmap(
+    lambda taken: st.sampled_from(RATES) | st.sampled_from(RATES).map(float) if taken else refused_rates)
+MAX_SEED = 2**32 - 1
+# what ?seed= may say: half of them 0..MAX_SEED in ASCII digits (taken), the rest mostly refused
+seeds: st.SearchStrategy[str] = st.booleans().flatmap(lambda taken: st.one_of(
+    st.integers(0, MAX_SEED).map(str), st.sampled_from(["0", "01", "0" * 10, str(MAX_SEED)])) if taken else st.one_of(
+    st.integers(0, 2**80).map(str), st.integers(max_value=-1).map(str), st.text(max_size=12),
+    st.sampled_from(["", str(MAX_SEED + 1), "0" * 11, "+1", " 1", "1 ", "1.0", "\u00b2", "\u0663", "1e3", "0x10",
+                     "9" * 5000])))
+
+
+def takes_rate(rate: Any) -> bool:
+    """Whether a hello's sample_rate is one of RATES (16000.0 is; True, "16000" and 16000.5 are not)."""
+    return isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate in RATES
+
+
+def takes_seed(seed: str) -> bool:
+    """Whether ?seed= names a seed: ASCII digits, 0..MAX_SEED (docs/protocol.md)."""
+    return re.fullmatch(r"[0-9]{1,10}", seed) is not None and int(seed) <= MAX_SEED
 
 
 @dataclass
 class Step:
     """One thing the client does and what the protocol promises back. `reply`: the answers allowed, by type,
-    "" for none; `codes`: an error's allowed codes (None: any); `match`: fields the reply must have; `close`:
-    the server closes with one of these codes instead (the client then reconnects). A binary or text message is
-    `data` (base64 for binary) repeated `repeat` times, so that huge messages stay small in a saved case."""
+    "" for none; `codes`: an error's allowed codes (None: any); `match`: fields a reply other than an error must
+    have; `close`: the server closes with one of these codes instead (the client then reconnects). A binary or
+    text message is `data` (base64 for binary) repeated `repeat` times, so that huge messages stay small in a
+    saved case. A reconnect's `status`: the upgrade is refused with this HTTP status and a JSON error with one
+    of `codes` (the client then connects without a query)."""
 
     action: str  # "text", "binary" or "reconnect"
     data: str = ""
@@ -51,6 +80,7 @@ class Step:
     match: dict[str, Any] | None = None
     close: list[int] | None = None
     query: str = ""  # a reconnect's query string
+    status: int | None = None
 
     def payload(self) -> str | bytes:
         if self.action == "binary":
@@ -112,17 +142,16 @@ class Conversation:
         self.sent = [0.0, 0, 0]  # audio seconds, bytes, messages on this connection
         self.bursts = bursts()
 
-    def connect(self, query: str = "", expect_ready: bool = True) -> dict[str, Any]:
-        """Open a connection; the server's first text message (`ready`, when expected) is returned."""
+    def connect(self, query: str = "") -> dict[str, Any]:
+        """Open a connection; the server's first text message, `ready`, is returned."""
         self.ws = self._held.enter_context(connect(
             f"ws://127.0.0.1:{self.server.port}/ws{query}", max_size=None, proxy=None, open_timeout=RECV_TIMEOUT,
             close_timeout=5, ping_interval=None))
         self.sent = [0.0, 0, 0]
         first = self._next_text()
-        if expect_ready:
-            assert first["type"] == "ready", first
-            assert isinstance(first["session"], int) and first["sample_rate"] > 0 and first["frame_size"] > 0
-            self.rate = first["input_rate"]
+        assert first["type"] == "ready", first
+        assert isinstance(first["session"], int) and first["sample_rate"] > 0 and first["frame_size"] > 0
+        self.rate = first["input_rate"]
         return first
 
     def close(self) -> None:
@@ -193,13 +222,22 @@ class Conversation:
     def _do(self, step: Step) -> None:
         if step.action == "reconnect":
             self.close()
-            first = self.connect(step.query, expect_ready=step.close is None)
-            if step.close is not None:  # refused: an error, then the close
-                self._check([first], step)
-                assert self._closed_code() in step.close
-                self.ws = None
-                self.close()
-                self.connect()
+            if step.status is None:
+                self.connect(step.query)
+                return
+            try:
+                self.connect(step.query)
+            except InvalidStatus as e:
+                response = e.response
+                assert response.status_code == step.status, (step.status, response.status_code, response.body)
+                assert response.headers.get("Content-Type", "").startswith("application/json"), response.headers
+                refusal = json.loads(response.body)
+                assert isinstance(refusal, dict), refusal
+                self._check([{"type": "error", "message": refusal.get("error"), "code": refusal.get("code")}],
+                            Step("text", reply=["error"], codes=step.codes))
+            else:
+                raise AssertionError(f"connected with {step.query!r}: expected HTTP {step.status}")
+            self.connect()
             return
         self._send(step.payload())
         if step.close is not None:
@@ -222,7 +260,7 @@ class Conversation:
             assert isinstance(answer.get("message"), str) and answer["message"], answer
             assert isinstance(answer.get("code"), str) and answer["code"], answer
             assert step.codes is None or answer["code"] in step.codes, (step.codes, answer)
-        for key, value in (step.match or {}).items():
+        for key, value in (step.match or {}).items() if answer["type"] != "error" else ():
             assert canonical(answer.get(key)) == canonical(value), (key, value, answer)
 
 
@@ -262,10 +300,6 @@ def _parses(s: str) -> bool:
     return True
 
 
-def _safe(message: str) -> bool:
-    return known_ws_bug(message) is None
-
-
 class WsMachine(RuleBasedStateMachine):
     """One /ws client sending random protocol messages; every step is checked as it goes (Conversation.do)."""
 
@@ -292,19 +326,21 @@ class WsMachine(RuleBasedStateMachine):
         self._guard(lambda: self.chat.do(step))
 
     # hello
-    @rule(rate=cheap_rates)
-    def hello(self, rate: int) -> None:
-        self.do(text({"type": "hello", "sample_rate": rate}, reply=["hello"], match={"input_rate": rate}))
+    def expect_hello(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """What a hello with `fields` is answered: a hello with the rate it declares when that is one of RATES
+        (the rate so far without one), else an error bad_message."""
+        rate = fields.get("sample_rate", self.chat.rate)
+        if takes_rate(rate):
+            return {"reply": ["hello"], "match": {"input_rate": int(rate)}}
+        return {"reply": ["error"], "codes": ["bad_message"]}
 
-    @rule(rate=st.integers(max_value=7999) | st.integers(min_value=192_001) | st.sampled_from([0, -1, 7999, 192_001]))
-    def hello_out_of_range(self, rate: int) -> None:
-        self.do(text({"type": "hello", "sample_rate": rate}, reply=["error"]))
+    @rule(rate=rates)
+    def hello(self, rate: Any) -> None:
+        self.do(text({"type": "hello", "sample_rate": rate}, **self.expect_hello({"sample_rate": rate})))
 
     @rule(fields=st.dictionaries(st.sampled_from(["sample_rate", "rate", "t"]), json_values, max_size=2))
     def hello_fuzzed(self, fields: dict[str, Any]) -> None:
-        message = json.dumps({"type": "hello", **fields})
-        if _safe(message):
-            self.do(Step("text", message, reply=["hello", "error"]))
+        self.do(text({"type": "hello", **fields}, **self.expect_hello(fields)))
 
     # audio
     @rule(samples=st.integers(0, 4800), seed=st.integers(0, 2**16))
@@ -363,11 +399,16 @@ class WsMachine(RuleBasedStateMachine):
         if (width, height) != (1, 1):
             self.do(text({"type": "image", "width": width, "height": height, "data": "AAAA"}, reply=["error"]))
 
+    @rule(sides=st.lists(st.sampled_from(["Infinity", "-Infinity", "NaN", "1e999", "-1e999", "2", "2.0"]),
+                         min_size=2, max_size=2).filter(lambda s: not set(s) <= {"2", "2.0"}))
+    def image_infinite(self, sides: list[str]) -> None:
+        """A side JSON reads as infinity or NaN (int() raises OverflowError or ValueError) is refused."""
+        message = f'{{"type": "image", "width": {sides[0]}, "height": {sides[1]}, "data": "AAAA"}}'
+        self.do(Step("text", message, reply=["error"], codes=["bad_message"]))
+
     @rule(fields=st.dictionaries(st.sampled_from(["width", "height", "data", "encoding"]), json_values, max_size=4))
     def image_fuzzed(self, fields: dict[str, Any]) -> None:
-        message = json.dumps({"type": "image", **fields})
-        if _safe(message):
-            self.do(Step("text", message, reply=["", "error"]))
+        self.do(text({"type": "image", **fields}, reply=["", "error"]))
 
     # the other messages
     @rule(t=json_values)
@@ -388,14 +429,23 @@ class WsMachine(RuleBasedStateMachine):
 
     @rule(message=non_objects | typeless.map(json.dumps))
     def not_a_typed_object(self, message: str) -> None:
-        if _safe(message):
-            self.do(Step("text", message, reply=["error"], codes=["bad_json"]))
+        self.do(Step("text", message, reply=["error"], codes=["bad_json"]))
 
     @rule(message=deep_json())
     def nested(self, message: str) -> None:
-        """Deeply nested JSON (no object with a type at the top): refused as bad JSON."""
-        if _safe(message):
-            self.do(Step("text", message, reply=["error"], codes=["bad_json"]))
+        """Deeply nested JSON (no object with a type at the top): refused as bad JSON, however deep."""
+        self.do(Step("text", message, reply=["error"], codes=["bad_json"]))
+
+    @rule(depth=st.integers(900, 1100) | st.integers(1, 5000))
+    def nested_ping(self, depth: int) -> None:
+        """A ping whose t is nested around and past the recursion limit: answered (t echoed, which the server
+        must also be able to write) or refused as bad JSON where it is too deep to read."""
+        t = "[" * depth + "]" * depth
+        message = '{"type": "ping", "t": ' + t + "}"
+        if depth < 500:  # well within the limit
+            self.do(Step("text", message, reply=["pong"], match={"t": json.loads(t)}))
+        else:
+            self.do(Step("text", message, reply=["pong", "error"], codes=["bad_json"]))
 
     @rule(size=st.integers(2**20, MAX_MESSAGE))
     def huge_text(self, size: int) -> None:
@@ -406,11 +456,16 @@ class WsMachine(RuleBasedStateMachine):
         """`bye` ends the session: the server closes normally; the client reconnects."""
         self.do(text({"type": "bye", **({"reason": "done"} if extra else {})}, close=[1000]))
 
-    @rule(seed=st.none() | st.integers(0, 2**80) | st.text(max_size=12) | st.integers(max_value=-1))
-    def reconnect(self, seed: int | str | None) -> None:
-        query = "" if seed is None else f"?seed={seed}"
-        if known_ws_seed_bug(query) is None:
-            self.do(Step("reconnect", query=query))
+    @rule(seed=st.none() | seeds)
+    def reconnect(self, seed: str | None) -> None:
+        """A new connection, with ?seed= or not: a seed that is not 0..2**32-1 is refused (HTTP 400 bad_seed)
+        before the upgrade."""
+        if seed is None:
+            self.do(Step("reconnect"))
+        elif takes_seed(seed):
+            self.do(Step("reconnect", query=f"?seed={quote(seed, safe='')}"))
+        else:
+            self.do(Step("reconnect", query=f"?seed={quote(seed, safe='')}", status=400, codes=["bad_seed"]))
 
     @invariant()
     def healthy(self) -> None:
