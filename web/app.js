@@ -1,12 +1,16 @@
 // Tutti browser client: microphone + camera to the server over WebRTC, speech and captions back.
 "use strict";
 const $ = (id) => document.getElementById(id);
-let pc = null, stream = null, statsTimer = null;
+let pc = null, stream = null, statsTimer = null, meters = null;
 window.tutti = { captions: "", events: 0, connected: false };
+window.tutti.micEnabled = () => !!stream && stream.getAudioTracks().every((t) => t.enabled);
 // A token from the page's address (https://HOST/#token=...), for servers started with --token or
 // --token-secret-file; it stays in the fragment, which browsers never send to a server.
 const token = new URLSearchParams(location.hash.slice(1)).get("token");
 const auth = token ? { Authorization: `Bearer ${token}` } : {};
+
+// An error already in words for the person using the page (others are shown as "Error: ...").
+class Worded extends Error {}
 
 // The server's answer as JSON, or an Error that says in words why it refused.
 async function ask(path, options = {}) {
@@ -15,7 +19,7 @@ async function ask(path, options = {}) {
   if (!response.ok) {
     const words = response.status === 401 ? "this server needs a valid token in the page's address (#token=...)"
       : response.status === 503 ? "the server is full; try again shortly" : body.error || response.statusText;
-    throw new Error(`Refused: ${words}`);
+    throw new Worded(`Refused: ${words}`);
   }
   return body;
 }
@@ -29,16 +33,31 @@ async function listDevices() {
   }
 }
 
-function say(text) { $("status").textContent = text; }
+// The status line is a polite live region: a screen reader announces each change, so it changes only
+// when the state does.
+function say(text) { if ($("status").textContent !== text) $("status").textContent = text; }
+
+// getUserMedia's refusals, in words.
+function deviceError(e) {
+  if (e.name === "NotAllowedError") return "Microphone or camera access was refused: allow it in the browser's site settings.";
+  if (e.name === "NotFoundError") return "No microphone (or the chosen camera) was found.";
+  if (e.name === "NotReadableError") return "The microphone or camera is in use by another program.";
+  return `Error: ${e.message}`;
+}
 
 async function start() {
   $("start").disabled = true;
   say("Connecting…");
   const cam = $("camera").value;
-  stream = await navigator.mediaDevices.getUserMedia({
-    audio: $("mic").value ? { deviceId: { exact: $("mic").value } } : true,
-    video: cam === "any" ? true : cam ? { deviceId: { exact: cam } } : false,
-  });
+  const audio = { echoCancellation: true, noiseSuppression: true };
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({
+      audio: $("mic").value ? { ...audio, deviceId: { exact: $("mic").value } } : audio,
+      video: cam === "any" ? true : cam ? { deviceId: { exact: cam } } : false,
+    });
+  } catch (e) {
+    throw new Worded(deviceError(e));
+  }
   $("preview").srcObject = stream;
   const config = await ask("/config");
   window.tutti.iceServers = config.iceServers;
@@ -59,10 +78,14 @@ async function start() {
       $("late").textContent = msg.late_frames;
     }
   };
-  pc.ontrack = (event) => { $("remote").srcObject = event.streams[0] || new MediaStream([event.track]); };
+  pc.ontrack = (event) => {
+    $("remote").srcObject = event.streams[0] || new MediaStream([event.track]);
+    meters = levelMeters(stream, $("remote").srcObject);
+  };
   pc.onconnectionstatechange = () => {
-    say(`Connection: ${pc.connectionState}`);
-    window.tutti.connected = pc.connectionState === "connected";
+    const state = pc.connectionState;
+    say(state === "connected" ? "Listening." : state === "failed" ? "The connection failed." : `Connection: ${state}`);
+    window.tutti.connected = state === "connected";
   };
   await pc.setLocalDescription(await pc.createOffer());
   await new Promise((resolve) => {
@@ -75,6 +98,7 @@ async function start() {
   });
   await pc.setRemoteDescription(answer);
   $("stop").disabled = false;
+  $("mute").disabled = false;
   $("stop").focus();
   statsTimer = setInterval(updateStats, 500);
 }
@@ -111,22 +135,65 @@ async function updateStats() {
   });
 }
 
+// Who is speaking: a level for each side, and "answering" announced while Tutti's voice is up.
+function levelMeters(mic, remote) {
+  const ctx = new AudioContext();
+  const level = (mediaStream) => {
+    const analyser = ctx.createAnalyser();
+    analyser.fftSize = 1024;
+    ctx.createMediaStreamSource(mediaStream).connect(analyser);
+    const data = new Float32Array(analyser.fftSize);
+    return () => { analyser.getFloatTimeDomainData(data); return Math.sqrt(data.reduce((a, x) => a + x * x, 0) / data.length); };
+  };
+  const you = level(mic), tutti = level(remote);
+  let quietSince = 0;
+  const timer = setInterval(() => {
+    const [a, b] = [you(), tutti()];
+    $("you-level").value = Math.min(1, 5 * a);
+    $("tutti-level").value = Math.min(1, 5 * b);
+    const now = performance.now();
+    if (b > 0.02) { quietSince = now; say("Tutti is answering."); }
+    else if (now - quietSince > 1000 && window.tutti.connected && $("mute").getAttribute("aria-pressed") !== "true") {
+      say("Listening.");
+    }
+  }, 100);
+  return { close: () => { clearInterval(timer); ctx.close(); } };
+}
+
+function toggleMute() {
+  if (!stream) return;
+  const muted = $("mute").getAttribute("aria-pressed") !== "true";
+  stream.getAudioTracks().forEach((t) => { t.enabled = !muted; });
+  $("mute").setAttribute("aria-pressed", String(muted));
+  say(muted ? "Microphone muted." : "Listening.");
+}
+
 async function stop() {
   clearInterval(statsTimer);
+  if (meters) { meters.close(); meters = null; }
   if (pc) { pc.close(); pc = null; }
   if (stream) { stream.getTracks().forEach((t) => t.stop()); stream = null; }
   window.tutti.connected = false;
   $("start").disabled = false;
   $("stop").disabled = true;
+  $("mute").disabled = true;
+  $("mute").setAttribute("aria-pressed", "false");
   $("start").focus();
   say("Stopped.");
 }
 
 $("start").addEventListener("click", () => start().catch(async (e) => {
   await stop();
-  say(e.message.startsWith("Refused") ? e.message : `Error: ${e.message}`);
+  say(e instanceof Worded ? e.message : `Error: ${e.message}`);
 }));
 $("stop").addEventListener("click", stop);
+$("mute").addEventListener("click", toggleMute);
+// Shortcuts with two modifiers, so that they never take a screen reader's or a typist's single keys.
+document.addEventListener("keydown", (event) => {
+  if (!event.altKey || !event.shiftKey || event.ctrlKey || event.metaKey) return;
+  const button = { KeyS: "start", KeyE: "stop", KeyM: "mute" }[event.code];
+  if (button && !$(button).disabled) { event.preventDefault(); $(button).click(); }
+});
 navigator.mediaDevices.getUserMedia({ audio: true, video: true })
   .then((s) => { s.getTracks().forEach((t) => t.stop()); return listDevices(); })
   .catch(() => listDevices());
