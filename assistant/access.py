@@ -27,7 +27,7 @@ from aiohttp import web
 
 from core.errors import TuttiError
 
-from .credentials import IceServers, InvalidToken, verify_session_token
+from .credentials import IceServers, InvalidToken, origin_of, verify_session_token
 from .session import Session
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -55,18 +55,22 @@ class OriginPolicy:
         """From `--allow-origin` values (scheme://host[:port]); a value that is not an origin is an error."""
         allowed = set()
         for origin in origins or []:
-            parts = urlsplit(origin)
-            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
-                raise ValueError(f"--allow-origin {origin!r}: give an origin, scheme://host[:port]")
-            allowed.add(origin.rstrip("/").lower())
+            try:
+                allowed.add(origin_of(origin))
+            except ValueError:
+                raise ValueError(f"--allow-origin {origin!r}: give an origin, scheme://host[:port]") from None
         return cls(frozenset(allowed))
 
     def check(self, request: web.Request) -> None:
         """Refused (403) unless the request has no Origin or an allowed one."""
         origin = request.headers.get("Origin")
-        if origin is None or self.allows(origin.lower(), request):
-            return
-        raise Refused(403, f"origin {origin!r} may not start sessions here (see --allow-origin)", "origin")
+        if origin is not None:
+            self.require(origin.lower(), request)
+
+    def require(self, origin: str, request: web.Request) -> None:
+        """Refused (403) unless `origin` (lower case) may start sessions here."""
+        if not self.allows(origin, request):
+            raise Refused(403, f"origin {origin!r} may not start sessions here (see --allow-origin)", "origin")
 
     def allows(self, origin: str, request: web.Request) -> bool:
         if origin in self.allowed or origin == f"{request.scheme}://{request.host}".lower():

@@ -43,15 +43,21 @@ def _sign(secret: bytes, body: str) -> str:
     return _b64(hmac.new(secret, body.encode(), hashlib.sha256).digest())
 
 
+def origin_of(text: str) -> str:
+    """`text` as origins are compared (scheme://host[:port], lower case, no trailing slash); ValueError when it
+    is not an origin."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise ValueError(f"{text!r} is not an origin (scheme://host[:port])")
+    return text.rstrip("/").lower()
+
+
 def mint_session_token(secret: bytes, origin: str, ttl: int, now: float | None = None) -> str:
     """A token that starts one session from pages of `origin` within `ttl` seconds (MIN_TTL-MAX_TTL)."""
     if not MIN_TTL <= ttl <= MAX_TTL:
         raise ValueError(f"a session token lives {MIN_TTL}-{MAX_TTL} s, not {ttl}")
-    parts = urlsplit(origin)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
-        raise ValueError(f"{origin!r} is not an origin (scheme://host[:port])")
     expires = int(time.time() if now is None else now) + ttl
-    body = f"{VERSION}.{expires}.{_b64(origin.rstrip('/').lower().encode())}"
+    body = f"{VERSION}.{expires}.{_b64(origin_of(origin).encode())}"
     return f"{body}.{_sign(secret, body)}"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .access import Admission, PeerAddresses, Policy, Refused
-from .credentials import MAX_TTL, MIN_TTL, mint_session_token
+from .credentials import MAX_TTL, MIN_TTL, mint_session_token, origin_of
 from .engine import Engine
 from .metrics import Metrics
 from .transport.messages import MAX_IMAGE_SIDE
@@ -57,9 +57,8 @@ async def token_view(request: web.Request) -> web.Response:
             raise Refused(401, "minting a session token needs the static token (--token)", "token")
         try:
             data = await request.json()
-            origin, ttl = str(data["origin"]).rstrip("/").lower(), int(data.get("ttl", 120))
-            if not policy.origins.allows(origin, request):
-                raise Refused(403, f"origin {origin!r} may not start sessions here (see --allow-origin)", "origin")
+            origin, ttl = origin_of(str(data["origin"])), int(data.get("ttl", 120))
+            policy.origins.require(origin, request)
             token = mint_session_token(policy.tokens.secret, origin, ttl)
         except (ValueError, KeyError, TypeError) as e:
             raise Refused(400, f'the body must be JSON {{"origin": ORIGIN, "ttl": {MIN_TTL}-{MAX_TTL}}}: {e}',

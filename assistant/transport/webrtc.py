@@ -249,14 +249,12 @@ class PeerSession:
 
 async def read_offer(request: web.Request) -> bytes:
     """The body, read no further than MAX_OFFER (a chunked body declares no length up front)."""
-    if (request.content_length or 0) > MAX_OFFER:
-        raise Refused(413, f"offer larger than {MAX_OFFER} bytes", "offer_too_large")
     body = bytearray()
-    while chunk := await request.content.readany():
+    while (request.content_length or 0) <= MAX_OFFER and len(body) <= MAX_OFFER:
+        if not (chunk := await request.content.readany()):
+            return bytes(body)
         body += chunk
-        if len(body) > MAX_OFFER:
-            raise Refused(413, f"offer larger than {MAX_OFFER} bytes", "offer_too_large")
-    return bytes(body)
+    raise Refused(413, f"offer larger than {MAX_OFFER} bytes", "offer_too_large")
 
 
 class WebRTCTransport:

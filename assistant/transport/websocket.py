@@ -51,7 +51,7 @@ class WebSocketTransport:
     def __init__(self, engine: Engine, metrics: Metrics, policy: Policy = Policy(),
                  admission: Admission | None = None) -> None:
         self.engine, self.metrics, self.policy = engine, metrics, policy
-        self.admission, self.timeouts = admission or Admission(policy.limits), policy.timeouts
+        self.admission = admission or Admission(policy.limits)
 
     async def _error(self, ws: web.WebSocketResponse, text: str, code: str) -> None:
         self.metrics.reject(code)
@@ -88,7 +88,7 @@ class WebSocketTransport:
                                            frame_size=codec.frame_size, input_rate=INPUT_RATE))
         sender = asyncio.create_task(self._pump(ws, session))
         try:
-            return await self._receive(ws, session, Deadlines(session, self.timeouts))
+            return await self._receive(ws, session, Deadlines(session, self.policy.timeouts))
         finally:
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
@@ -101,7 +101,7 @@ class WebSocketTransport:
         audio_seconds, size, count = self.policy.input.budget()
         while True:
             try:
-                msg = await ws.receive(timeout=self.timeouts.tick)
+                msg = await ws.receive(timeout=self.policy.timeouts.tick)
             except asyncio.TimeoutError:
                 msg = None
             if (cause := deadlines.expired()) is not None:

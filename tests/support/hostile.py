@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import websockets
 
-MAX_MESSAGE = 8 * 2**20  # the server's WebSocket message limit (assistant.transport.messages)
+from assistant.transport.messages import MAX_MESSAGE
+
 OFFERS = ("{}", "null", '{"sdp": "v=0", "type": "offer"}', '{"sdp": 5, "type": "offer"}', "x" * 70_000,
           json.dumps({"sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n" + "a=candidate:1 1 udp 1 10.0.0.1 9 typ host\r\n"
                       * 40, "type": "offer"}))
