@@ -1,9 +1,10 @@
 """A hostile client, run as its own process beside well-behaved ones: malformed WebSocket messages, one over the
 size limit, audio far faster than real time, connections dropped without a word, garbage and oversized offers,
-forged tokens and foreign origins, a slow half-sent request. It prints, as one JSON object, how each attack ended,
-so that a test can check each one really happened.
+forged tokens and foreign origins, a slow half-sent request; with `--hold`, also one session kept open all along
+that streams noise in real time between malformed messages (the attacked session that stays in the batch). It
+prints, as one JSON object, how each attack ended, so that a test can check each one really happened.
 
-    python -m tests.support.hostile http://127.0.0.1:8080 [--seconds 10] [--source 127.0.0.2]
+    python -m tests.support.hostile http://127.0.0.1:8080 [--seconds 10] [--source 127.0.0.2] [--hold]
 
 `--source`: the address it sends from (any of 127.0.0.0/8 on loopback), so that the server's per-address
 limits tell it apart from the well-behaved clients.
@@ -19,10 +20,12 @@ from collections import Counter
 from urllib.parse import urlsplit
 
 import aiohttp
+import numpy as np
 import websockets
 
 from assistant.transport.messages import MAX_MESSAGE
 
+BAD = ("{", "[]", '{"type": 7}', '{"type": "image", "width": 99999}', b"\x01", '{"type": "hello", "sample_rate": 1}')
 OFFERS = ("{}", "null", '{"sdp": "v=0", "type": "offer"}', '{"sdp": 5, "type": "offer"}', "x" * 70_000,
           json.dumps({"sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n" + "a=candidate:1 1 udp 1 10.0.0.1 9 typ host\r\n"
                       * 40, "type": "offer"}))
@@ -41,7 +44,7 @@ async def round_of_attacks(url: str, ended: Counter, source: str | None) -> None
     ws_url, local = url.replace("http", "ws", 1) + "/ws", {"local_addr": (source, 0)} if source else {}
     async with websockets.connect(ws_url, max_size=None, **local) as ws:  # malformed messages: each answered with an error
         await ws.recv()
-        for bad in ("{", "[]", '{"type": 7}', '{"type": "image", "width": 99999}', b"\x01", '{"type": "hello", "sample_rate": 1}'):
+        for bad in BAD:
             await ws.send(bad)
             ended["error " + json.loads(await ws.recv())["code"]] += 1
     async with websockets.connect(ws_url, max_size=None, **local) as ws:  # one message over the limit
@@ -80,9 +83,34 @@ async def round_of_attacks(url: str, ended: Counter, source: str | None) -> None
     ended["half request"] += 1
 
 
-async def attack(url: str, seconds: float, source: str | None = None) -> Counter:
+async def held_session(url: str, ended: Counter, until: float, source: str | None) -> None:
+    """One session that stays: 80 ms of loud noise every 80 ms, each followed by a malformed message (a pace
+    under the input limits, so that it is answered, not closed), until `until`."""
+    local = {"local_addr": (source, 0)} if source else {}
+    noise = np.random.default_rng(0).integers(-30_000, 30_000, 3_840, dtype=np.int16).tobytes()  # 80 ms, 48 kHz
+    async with websockets.connect(url.replace("http", "ws", 1) + "/ws", max_size=None, **local) as ws:
+        await ws.recv()
+
+        async def read() -> None:
+            async for reply in ws:
+                if isinstance(reply, str) and json.loads(reply)["type"] == "error":
+                    ended["held error " + json.loads(reply)["code"]] += 1
+
+        reader = asyncio.create_task(read())
+        start, sent = time.monotonic(), 0
+        while time.monotonic() < until:
+            await ws.send(noise)
+            await ws.send(BAD[sent % len(BAD)])
+            sent += 1
+            await asyncio.sleep(max(0.0, start + 0.08 * sent - time.monotonic()))
+        reader.cancel()
+    ended["held frames"] += sent
+
+
+async def attack(url: str, seconds: float, source: str | None = None, hold: bool = False) -> Counter:
     ended: Counter = Counter()
     until = time.monotonic() + seconds
+    held = asyncio.create_task(held_session(url, ended, until, source)) if hold else None
     while time.monotonic() < until:
         try:
             await round_of_attacks(url, ended, source)
@@ -91,6 +119,11 @@ async def attack(url: str, seconds: float, source: str | None = None) -> Counter
             await asyncio.sleep(0.5)
         except Exception as e:  # noqa: BLE001 - reported, for the caller to judge
             ended[f"client error {type(e).__name__}"] += 1
+    if held is not None:
+        try:
+            await held
+        except Exception as e:  # noqa: BLE001 - reported, for the caller to judge
+            ended[f"held client error {type(e).__name__}"] += 1
     return ended
 
 
@@ -99,8 +132,9 @@ def main() -> None:
     parser.add_argument("url", help="the server, e.g. http://127.0.0.1:8080")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--source", help="the loopback address to send from (default: the system's choice)")
+    parser.add_argument("--hold", action="store_true", help="keep one abusive session open all along")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(attack(args.url, args.seconds, args.source))), flush=True)
+    print(json.dumps(asyncio.run(attack(args.url, args.seconds, args.source, args.hold))), flush=True)
 
 
 if __name__ == "__main__":
